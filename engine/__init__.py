@@ -1,0 +1,1 @@
+"""outcall engine: the pure asyncio core. Knows ports, not libraries (numpy/pydantic/PyYAML only)."""

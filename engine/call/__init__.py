@@ -1,0 +1,1 @@
+"""One call: state, session, playback, turn-taking."""

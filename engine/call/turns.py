@@ -1,0 +1,107 @@
+"""Endpointing: turns a stream of 20 ms frames into callee utterances.
+
+An adaptive energy detector: a frame is speech when it is well above the tracked noise floor and above an
+absolute floor. Speech starts after `start_ms` of speech frames (with `preroll_ms` of audio kept before it)
+and ends after `end_silence_ms` of non-speech, or at `max_utterance_s`.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from engine.audio import FRAME_MS, PCM, rms_dbfs
+
+
+@dataclass(frozen=True)
+class EndpointConfig:
+    start_ms: int = 100
+    end_silence_ms: int = 600
+    max_utterance_s: float = 15.0
+    preroll_ms: int = 200
+    min_speech_ms: int = 160
+    abs_floor_dbfs: float = -48.0
+    snr_db: float = 10.0
+
+
+@dataclass(frozen=True)
+class SpeechStarted:
+    offset_s: float  # stream time of the onset
+
+
+@dataclass(frozen=True)
+class Utterance:
+    pcm: PCM
+    start_s: float
+    end_s: float
+
+    @property
+    def duration_s(self) -> float:
+        return self.end_s - self.start_s
+
+
+class Endpointer:
+    def __init__(self, config: EndpointConfig | None = None) -> None:
+        self.cfg = config or EndpointConfig()
+        self.noise_floor = -70.0
+        self._t = 0.0
+        self._pre: deque[PCM] = deque(maxlen=max(1, self.cfg.preroll_ms // FRAME_MS))
+        self._cur: list[PCM] = []
+        self._speech_run = 0
+        self._silence_run = 0
+        self._voiced = 0
+        self._in_speech = False
+        self._start_s = 0.0
+
+    @property
+    def in_speech(self) -> bool:
+        return self._in_speech
+
+    def reset(self) -> None:
+        self._pre.clear()
+        self._cur = []
+        self._speech_run = self._silence_run = self._voiced = 0
+        self._in_speech = False
+
+    def is_speech(self, level: float) -> bool:
+        return level > self.cfg.abs_floor_dbfs and level > self.noise_floor + self.cfg.snr_db
+
+    def feed(self, frame: PCM) -> SpeechStarted | Utterance | None:
+        level = rms_dbfs(frame)
+        speech = self.is_speech(level)
+        if not speech:
+            # track the floor quickly downwards, slowly upwards
+            rate = 0.2 if level < self.noise_floor else 0.02
+            self.noise_floor += rate * (level - self.noise_floor)
+        self._t += FRAME_MS / 1000.0
+        cfg = self.cfg
+        if not self._in_speech:
+            self._pre.append(frame)
+            self._speech_run = self._speech_run + 1 if speech else 0
+            if self._speech_run * FRAME_MS >= cfg.start_ms:
+                self._in_speech = True
+                self._cur = list(self._pre)
+                self._start_s = self._t - len(self._cur) * FRAME_MS / 1000.0
+                self._silence_run = 0
+                self._voiced = self._speech_run
+                return SpeechStarted(self._t - self._speech_run * FRAME_MS / 1000.0)
+            return None
+        self._cur.append(frame)
+        if speech:
+            self._silence_run = 0
+            self._voiced += 1
+        else:
+            self._silence_run += 1
+        too_long = len(self._cur) * FRAME_MS / 1000.0 >= cfg.max_utterance_s
+        if self._silence_run * FRAME_MS >= cfg.end_silence_ms or too_long:
+            keep = len(self._cur) - (0 if too_long else max(0, self._silence_run - 5))
+            pcm = np.concatenate(self._cur[:keep]) if keep > 0 else np.zeros(0, np.int16)
+            voiced_ms = self._voiced * FRAME_MS
+            start = self._start_s
+            self.reset()
+            if voiced_ms < cfg.min_speech_ms:
+                return None
+            return Utterance(pcm.astype(np.int16), start, start + len(pcm) / 8000.0)
+        return None

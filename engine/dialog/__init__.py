@@ -1,0 +1,1 @@
+"""Dialplans: schema, loader, runner, grading."""

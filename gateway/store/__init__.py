@@ -1,0 +1,1 @@
+"""Persistence adapters (SQLite default, Postgres for several nodes)."""

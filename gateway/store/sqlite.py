@@ -1,0 +1,107 @@
+"""SQLite store (WAL). Every blocking call runs in a worker thread, never on the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any
+
+from engine.errors import ConfigError
+from engine.outcome import CallOutcome
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS outcomes (
+    outcome_id   TEXT PRIMARY KEY,
+    call_id      TEXT NOT NULL UNIQUE,
+    campaign     TEXT,
+    phone        TEXT NOT NULL,
+    disposition  TEXT NOT NULL,
+    grade        TEXT NOT NULL,
+    sip_code     INTEGER,
+    started_at   TEXT NOT NULL,
+    answered_at  TEXT,
+    ended_at     TEXT NOT NULL,
+    talk_s       REAL NOT NULL,
+    dialplan     TEXT,
+    body         TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS outcomes_campaign ON outcomes(campaign, started_at);
+CREATE INDEX IF NOT EXISTS outcomes_phone ON outcomes(phone, started_at);
+"""
+
+
+class SqliteStore:
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        self._lock = threading.Lock()
+        try:
+            if self.path != ":memory:":
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA busy_timeout=5000")
+            self._db.executescript(SCHEMA)
+        except sqlite3.Error as e:
+            raise ConfigError(
+                f"cannot open database {self.path!r}: {e}",
+                hint="set OUTCALL_DB to a writable file path (default ./outcall.db)",
+            ) from e
+
+    def _run(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            cur = self._db.execute(sql, params)
+            return cur.fetchall()
+
+    def save_outcome_sync(self, o: CallOutcome) -> None:
+        self._run(
+            "INSERT INTO outcomes VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) "
+            "ON CONFLICT(outcome_id) DO UPDATE SET body=excluded.body",
+            (
+                o.outcome_id,
+                o.call_id,
+                o.campaign,
+                o.to,
+                o.disposition.value,
+                o.grade,
+                o.sip_code,
+                o.started_at.isoformat(),
+                o.answered_at.isoformat() if o.answered_at else None,
+                o.ended_at.isoformat(),
+                o.talk_s,
+                o.dialplan,
+                o.model_dump_json(),
+            ),
+        )
+
+    async def save_outcome(self, o: CallOutcome) -> None:
+        await asyncio.to_thread(self.save_outcome_sync, o)
+
+    def _load(self, rows: list[tuple[Any, ...]]) -> list[CallOutcome]:
+        out = []
+        for (body,) in rows:
+            data = json.loads(body)
+            for k in ("carrier_status", "duration_s", "talk_s"):
+                data.pop(k, None)
+            out.append(CallOutcome.model_validate(data))
+        return out
+
+    async def get_outcome(self, call_id: str) -> CallOutcome | None:
+        rows = await asyncio.to_thread(self._run, "SELECT body FROM outcomes WHERE call_id=?", (call_id,))
+        found = self._load(rows)
+        return found[0] if found else None
+
+    async def list_outcomes(self, *, campaign: str | None = None, limit: int = 100) -> list[CallOutcome]:
+        if campaign is None:
+            sql, params = "SELECT body FROM outcomes ORDER BY started_at DESC LIMIT ?", (limit,)
+        else:
+            sql = "SELECT body FROM outcomes WHERE campaign=? ORDER BY started_at DESC LIMIT ?"
+            params = (campaign, limit)  # type: ignore[assignment]
+        return self._load(await asyncio.to_thread(self._run, sql, params))
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

@@ -1,0 +1,106 @@
+"""Settings from OUTCALL_* environment variables and an optional TOML file. Built once, in main."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from engine.errors import ConfigError
+from engine.trunk import Trunk
+
+
+class _TomlSource(PydanticBaseSettingsSource):
+    def __init__(self, settings_cls: type[BaseSettings], path: Path | None) -> None:
+        super().__init__(settings_cls)
+        self.path = path
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        if self.path is None or not self.path.exists():
+            return {}
+        try:
+            with self.path.open("rb") as f:
+                return tomllib.load(f)
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{self.path}: {e}", hint="fix the TOML syntax at that line") from e
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="OUTCALL_", extra="forbid")
+
+    db: str = Field("./outcall.db", description="SQLite path (or a postgresql:// URL later)")
+    sip_bind: str = Field("127.0.0.1:0", description="host:port our UA binds (port 0: any free port)")
+    sip_proxy: str | None = Field(None, description="outbound proxy / SBC host:port of the default trunk")
+    sip_user: str | None = Field(None, description="digest auth username of the default trunk")
+    sip_password: SecretStr | None = None
+    caller_id: str | None = Field(None, description="caller ID (From user) of the default trunk")
+    public_address: str | None = Field(None, description="address put in Contact/Via/SDP behind NAT")
+    rtp_ports: tuple[int, int] = (20000, 30000)
+    asr: Literal["whisper", "vosk"] = "whisper"
+    vosk_model: str | None = Field(None, description="directory of an operator-supplied vosk model")
+    models_dir: str = Field("var/models", description="where `make models` put the speech models")
+    tts: Literal["kokoro", "espeak"] = "kokoro"
+    mqtt_url: str | None = Field(None, description="mqtt://host:port for outcome publishing")
+    log_level: str = "INFO"
+    api_token: SecretStr | None = Field(None, description="bearer token the HTTP API requires")
+    trunks: list[Trunk] = Field(default_factory=list, description="several trunks, from the TOML file")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        path = os.environ.get("OUTCALL_CONFIG")
+        toml = _TomlSource(settings_cls, Path(path) if path else Path("outcall.toml"))
+        return (init_settings, env_settings, toml)
+
+    def all_trunks(self) -> list[Trunk]:
+        """Trunks from the TOML, else one `default` trunk from the flat OUTCALL_SIP_* variables."""
+        if self.trunks:
+            return list(self.trunks)
+        return [
+            Trunk(
+                name="default",
+                proxy=self.sip_proxy,
+                auth_user=self.sip_user,
+                password=self.sip_password,
+                caller_ids=[self.caller_id] if self.caller_id else [],
+            )
+        ]
+
+    def trunk(self, name: str | None) -> Trunk:
+        trunks = self.all_trunks()
+        if name is None:
+            return trunks[0]
+        for t in trunks:
+            if t.name == name:
+                return t
+        raise ConfigError(
+            f"no trunk named {name!r}",
+            hint=f"configured trunks: {', '.join(t.name for t in trunks)} (define [[trunks]] in the TOML)",
+        )
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings; a bad value raises ConfigError naming the variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as e:
+        lines = []
+        for err in e.errors():
+            name = "_".join(str(x) for x in err["loc"]).upper()
+            lines.append(f"OUTCALL_{name}: {err['msg']}")
+        raise ConfigError(
+            "invalid settings:\n  " + "\n  ".join(lines), hint="fix the variable or TOML"
+        ) from e

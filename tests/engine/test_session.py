@@ -1,0 +1,72 @@
+import asyncio
+from collections.abc import Sequence
+
+import dialplans
+from engine.call.session import CallSession
+from engine.clock import VirtualClock
+from engine.dispositions import Disposition
+from engine.outcome import CallOutcome
+from tests.engine.fakes import KeywordClassifier, LengthRecognizer, ScriptedLeg, ToneSynth
+
+
+async def _run(
+    replies: Sequence[str | None], *, crash: bool = False, fail: Disposition | None = None
+) -> tuple[CallOutcome, ToneSynth]:
+    clock = VirtualClock()
+    leg = ScriptedLeg(clock, replies, fail=fail)
+    synth = ToneSynth()
+    session = CallSession(
+        leg,
+        dialplans.get("trial-class-zh"),
+        recognizer=LengthRecognizer(leg, crash=crash),
+        classifier=KeywordClassifier(),
+        synthesizer=synth,
+        clock=clock,
+    )
+    task = asyncio.create_task(session.run())
+    for _ in range(3000):  # 60 virtual seconds
+        if task.done():
+            break
+        await clock.advance(0.02)
+    assert task.done(), "session did not finish in 60 virtual seconds"
+    return task.result(), synth
+
+
+async def test_price_then_yes_books_with_grade_b() -> None:
+    o, synth = await _run(["多少钱啊", "好的可以"])
+    assert o.disposition is Disposition.ANSWERED
+    assert [t.node for t in o.turns if t.speaker == "bot"] == [None, "greet", "price", "confirm"]
+    callee = [t for t in o.turns if t.speaker == "callee"]
+    assert [(t.text, t.intent) for t in callee] == [("多少钱啊", "ask_price"), ("好的可以", "affirm")]
+    assert all(t.start_s < (t.end_s or 0) for t in callee)
+    assert o.tags == ["interested", "booked"]
+    assert o.grade == "B" and o.grade_rule and o.grade_rule.startswith("B")
+    assert o.hangup_by == "robot"
+    assert "启明教育" in synth.rendered[0]
+
+
+async def test_silence_reprompts_then_says_goodbye() -> None:
+    o, _ = await _run([None, None])
+    bot = [t for t in o.turns if t.speaker == "bot"]
+    assert [t.node for t in bot] == [None, "greet", "greet", "goodbye_silent"]
+    assert "no_response" in o.tags
+    assert o.grade in ("C", "D")
+
+
+async def test_stop_calling_global_ends_call_and_tags_dnc() -> None:
+    o, _ = await _run(["别再打了"])
+    assert "dnc" in o.tags
+    assert o.turns[-1].speaker == "bot" and "不会再给您打电话" in o.turns[-1].text
+
+
+async def test_unanswered_leg_gives_disposition_and_grade_e() -> None:
+    o, _ = await _run([], fail=Disposition.BUSY)
+    assert o.disposition is Disposition.BUSY and o.grade == "E" and o.sip_code == 486
+    assert o.turns == []
+
+
+async def test_recognizer_crash_ends_that_call_with_failed() -> None:
+    o, _ = await _run(["好的"], crash=True)
+    assert o.disposition is Disposition.FAILED
+    assert o.error and "decoder exploded" in o.error
+    assert o.hangup_by == "system"
