@@ -64,14 +64,14 @@ class ScriptedLeg:
             raise TelephonyError("busy", disposition=self.fail, sip_code=486)
         self._info.answered_at = T0
 
-    async def events(self) -> AsyncIterator[LegEvent]:  # type: ignore[override]
+    async def events(self) -> AsyncIterator[LegEvent]:
         while True:
             ev = await self._events.get()
             yield ev
             if isinstance(ev, Ended):
                 return
 
-    async def frames(self) -> AsyncIterator[PCM]:  # type: ignore[override]
+    async def frames(self) -> AsyncIterator[PCM]:
         pending: list[PCM] = []
         silent_since: float | None = None
         was_busy = False

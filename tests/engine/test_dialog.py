@@ -84,7 +84,7 @@ nodes:
   end: {type: hangup}
   orphan: {type: hangup}
 """
-    plan, problems = parse(text, "t.yaml")
+    _plan, problems = parse(text, "t.yaml")
     msgs = [str(x) for x in problems]
     assert any("t.yaml:9:" in m and "unknown node 'nowhere'" in m for m in msgs), msgs
     assert any("t.yaml:8:" in m and "unknown intent 'affirmm'" in m for m in msgs), msgs
