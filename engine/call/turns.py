@@ -2,11 +2,13 @@
 
 An adaptive energy detector: a frame is speech when it is well above the tracked noise floor and above an
 absolute floor. Speech starts after `start_ms` of speech frames (with `preroll_ms` of audio kept before it)
-and ends after `end_silence_ms` of non-speech, or at `max_utterance_s`.
+and ends after `end_silence_ms` of non-speech, or at `max_utterance_s`. A start that ends before
+`min_speech_ms` of voiced audio (a click, a cough) is reported as `SpeechAborted`.
 """
 
 from __future__ import annotations
 
+import re
 from collections import deque
 from dataclasses import dataclass
 
@@ -21,7 +23,7 @@ class EndpointConfig:
     end_silence_ms: int = 600
     max_utterance_s: float = 15.0
     preroll_ms: int = 200
-    min_speech_ms: int = 160
+    min_speech_ms: int = 200
     abs_floor_dbfs: float = -48.0
     snr_db: float = 10.0
 
@@ -29,6 +31,11 @@ class EndpointConfig:
 @dataclass(frozen=True)
 class SpeechStarted:
     offset_s: float  # stream time of the onset
+
+
+@dataclass(frozen=True)
+class SpeechAborted:
+    offset_s: float
 
 
 @dataclass(frozen=True)
@@ -40,6 +47,9 @@ class Utterance:
     @property
     def duration_s(self) -> float:
         return self.end_s - self.start_s
+
+
+EndpointEvent = SpeechStarted | SpeechAborted | Utterance
 
 
 class Endpointer:
@@ -68,7 +78,7 @@ class Endpointer:
     def is_speech(self, level: float) -> bool:
         return level > self.cfg.abs_floor_dbfs and level > self.noise_floor + self.cfg.snr_db
 
-    def feed(self, frame: PCM) -> SpeechStarted | Utterance | None:
+    def feed(self, frame: PCM) -> EndpointEvent | None:
         level = rms_dbfs(frame)
         speech = self.is_speech(level)
         if not speech:
@@ -102,6 +112,27 @@ class Endpointer:
             start = self._start_s
             self.reset()
             if voiced_ms < cfg.min_speech_ms:
-                return None
+                return SpeechAborted(start)
             return Utterance(pcm.astype(np.int16), start, start + len(pcm) / 8000.0)
         return None
+
+
+_BACKCHANNEL = {
+    "嗯", "嗯嗯", "恩", "对", "对对", "对对对", "是", "是的", "是是", "好", "好的", "哦", "噢", "啊", "嗯哼",
+    "行", "ok", "okay", "uh huh", "uh-huh", "mhm", "mm", "hmm", "yeah", "yes", "right", "sure",
+}  # fmt: skip
+_PUNCT = re.compile(r"[\s,.!?;:，。！？、；：…~'\"-]+")
+
+
+def is_backchannel(text: str) -> bool:
+    """Short acknowledgements that must not interrupt the robot (嗯, 对, 好的, uh-huh)."""
+    t = _PUNCT.sub(" ", text.lower()).strip()
+    if not t:
+        return False
+    if t in _BACKCHANNEL:
+        return True
+    words = t.split()
+    if len(words) > 1:
+        return all(w in _BACKCHANNEL for w in words)
+    # 嗯嗯嗯 / 对对对对: repeated single backchannel characters
+    return len(t) <= 4 and all(c in "嗯恩对是好哦噢啊" for c in t)

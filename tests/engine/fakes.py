@@ -35,6 +35,8 @@ class ScriptedLeg:
         *,
         fail: Disposition | None = None,
         gap_s: float = 0.5,
+        at_answer: str | None = None,
+        timed: Sequence[tuple[float, str]] = (),
     ) -> None:
         self.clock = clock
         self.replies = list(replies)
@@ -46,6 +48,8 @@ class ScriptedLeg:
         self.fail = fail
         self.heard: list[str] = []
         self.reply_lengths: dict[int, str] = {}
+        self.at_answer = at_answer
+        self.timed = sorted(timed)
 
     @property
     def info(self) -> LegInfo:
@@ -73,6 +77,10 @@ class ScriptedLeg:
 
     async def frames(self) -> AsyncIterator[PCM]:
         pending: list[PCM] = []
+        if self.at_answer is not None:
+            self.reply_lengths[1] = self.at_answer
+            audio = tone(0.6)
+            pending = [audio[i : i + FRAME_SAMPLES] for i in range(0, len(audio), FRAME_SAMPLES)]
         silent_since: float | None = None
         was_busy = False
         while not self._ended.is_set():
@@ -97,6 +105,12 @@ class ScriptedLeg:
                     self.reply_lengths[idx] = reply
                     audio = tone(0.2 * idx + 0.4)
                     pending = [audio[i : i + FRAME_SAMPLES] for i in range(0, len(audio), FRAME_SAMPLES)]
+            if self.timed and not pending and self.clock.monotonic() >= self.timed[0][0]:
+                _, text = self.timed.pop(0)
+                idx = len(self.reply_lengths) + 1
+                self.reply_lengths[idx] = text
+                audio = tone(0.2 * idx + 0.4)
+                pending = [audio[i : i + FRAME_SAMPLES] for i in range(0, len(audio), FRAME_SAMPLES)]
             if pending:
                 yield pending.pop(0)
             else:

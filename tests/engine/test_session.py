@@ -10,10 +10,15 @@ from tests.engine.fakes import KeywordClassifier, LengthRecognizer, ScriptedLeg,
 
 
 async def _run(
-    replies: Sequence[str | None], *, crash: bool = False, fail: Disposition | None = None
+    replies: Sequence[str | None],
+    *,
+    crash: bool = False,
+    fail: Disposition | None = None,
+    at_answer: str | None = None,
+    timed: Sequence[tuple[float, str]] = (),
 ) -> tuple[CallOutcome, ToneSynth]:
     clock = VirtualClock()
-    leg = ScriptedLeg(clock, replies, fail=fail)
+    leg = ScriptedLeg(clock, replies, fail=fail, at_answer=at_answer, timed=timed)
     synth = ToneSynth()
     session = CallSession(
         leg,
@@ -70,3 +75,44 @@ async def test_recognizer_crash_ends_that_call_with_failed() -> None:
     assert o.disposition is Disposition.FAILED
     assert o.error and "decoder exploded" in o.error
     assert o.hangup_by == "system"
+
+
+async def test_voicemail_greeting_during_our_prompt_ends_with_voicemail() -> None:
+    o, _ = await _run([], at_answer="您好，您拨打的用户暂时无法接听，请在提示音后留言")
+    assert o.disposition is Disposition.VOICEMAIL
+    assert [t.intent for t in o.turns if t.speaker == "callee"] == ["voicemail"]
+    assert not any(t.node == "greet" and not t.interrupted for t in o.turns)
+    assert o.hangup_by == "robot"
+
+
+async def test_carrier_announcement_after_answer_maps_disposition() -> None:
+    o, _ = await _run([], at_answer="您拨打的电话已关机")
+    assert o.disposition is Disposition.POWERED_OFF
+
+
+async def test_barge_in_with_words_cuts_the_prompt_and_answers_it() -> None:
+    # the greet prompt starts ~1.0 s after answer and lasts ~2 s; the callee talks over it at 1.5 s
+    o, _ = await _run([], timed=[(1.5, "好的可以")])
+    greet = next(t for t in o.turns if t.node == "greet" and t.speaker == "bot")
+    assert greet.interrupted
+    full = "本周六上午有一节免费的少儿编程试听课，想邀请您带孩子来体验一下，您有兴趣吗？"
+    assert 0 < len(greet.text) < len(full) and full.startswith(greet.text)
+    callee = [t for t in o.turns if t.speaker == "callee"]
+    assert [(t.text, t.intent) for t in callee] == [("好的可以", "affirm")]
+    assert "booked" in o.tags
+
+
+async def test_backchannel_does_not_interrupt() -> None:
+    o, _ = await _run(["好的可以"], timed=[(1.5, "嗯")])
+    greet = next(t for t in o.turns if t.node == "greet" and t.speaker == "bot")
+    assert not greet.interrupted
+    assert greet.text.endswith("您有兴趣吗？")
+    assert [t.intent for t in o.turns if t.speaker == "callee"] == ["backchannel", "affirm"]
+    assert "booked" in o.tags
+
+
+async def test_stop_request_over_the_disclosure_is_acted_on() -> None:
+    o, _ = await _run([], timed=[(0.2, "别再打了")])
+    pre = o.turns[0]
+    assert pre.speaker == "bot" and pre.node is None and not pre.interrupted  # disclosure not cut
+    assert "dnc" in o.tags

@@ -1,0 +1,1 @@
+"""outcall gateway: I/O adapters (SIP, RTP, store, ...) behind engine ports."""

@@ -1,0 +1,177 @@
+"""DTMF: RFC 4733 telephone-events on the wire, tone synthesis, and an in-band Goertzel detector.
+
+The detector is for carriers that strip telephone-events and pass DTMF as audio: it evaluates the eight
+DTMF frequencies on each 20 ms frame (an exact-frequency DFT, i.e. Goertzel, vectorised as one matrix
+product), checks that the strongest row and column tones dominate the frame's energy with acceptable
+twist, and reports a digit after two consecutive frames (40 ms, the ITU minimum), its duration when it ends.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from engine.audio import FRAME_SAMPLES, PCM, SAMPLE_RATE
+
+from .packet import PacketError
+
+EVENTS = "0123456789*#ABCD"
+DIGIT_TO_EVENT = {d: i for i, d in enumerate(EVENTS)}
+ROW_FREQS = (697.0, 770.0, 852.0, 941.0)
+COL_FREQS = (1209.0, 1336.0, 1477.0, 1633.0)
+KEYPAD = ("123A", "456B", "789C", "*0#D")
+
+_EVENT = struct.Struct("!BBH")
+
+
+@dataclass(frozen=True, slots=True)
+class TelephoneEvent:
+    event: int
+    end: bool
+    volume: int  # dBm0 below 0, 0..63
+    duration: int  # timestamp units
+
+    @property
+    def digit(self) -> str | None:
+        return EVENTS[self.event] if self.event < len(EVENTS) else None
+
+    def pack(self) -> bytes:
+        return encode_event(self.event, end=self.end, volume=self.volume, duration=self.duration)
+
+
+def digit_event(digit: str) -> int:
+    try:
+        return DIGIT_TO_EVENT[digit.upper()]
+    except KeyError:
+        raise ValueError(f"invalid DTMF digit {digit!r}: use 0-9, *, #, A-D") from None
+
+
+def validate_digits(digits: str) -> str:
+    for d in digits:
+        digit_event(d)
+    return digits.upper()
+
+
+def encode_event(event: int, *, end: bool, volume: int = 10, duration: int) -> bytes:
+    """RFC 4733 §2.3 payload: event, E|R|volume, duration (clamped to 16 bits)."""
+    return _EVENT.pack(event & 0xFF, (0x80 if end else 0) | (volume & 0x3F), min(max(duration, 0), 0xFFFF))
+
+
+def decode_event(payload: bytes) -> TelephoneEvent:
+    if len(payload) < 4:
+        raise PacketError(f"telephone-event payload too short ({len(payload)} bytes, need 4)")
+    event, flags, duration = _EVENT.unpack_from(payload, 0)
+    return TelephoneEvent(event, bool(flags & 0x80), flags & 0x3F, duration)
+
+
+def tone(digit: str, duration_ms: int, *, level_dbfs: float = -10.0, sample_rate: int = SAMPLE_RATE) -> PCM:
+    """A DTMF dual tone; `level_dbfs` is the level of each of the two sines (peak-referenced)."""
+    row, col = _position(validate_digits(digit))
+    n = sample_rate * duration_ms // 1000
+    t = np.arange(n) / sample_rate
+    amp = 32767.0 * 10 ** (level_dbfs / 20.0)
+    x = amp * (np.sin(2 * np.pi * ROW_FREQS[row] * t) + np.sin(2 * np.pi * COL_FREQS[col] * t))
+    return np.clip(np.round(x), -32768, 32767).astype(np.int16)
+
+
+def _position(digit: str) -> tuple[int, int]:
+    for r, keys in enumerate(KEYPAD):
+        c = keys.find(digit)
+        if c >= 0:
+            return r, c
+    raise ValueError(f"invalid DTMF digit {digit!r}")
+
+
+def _basis(n: int, sample_rate: int) -> npt.NDArray[np.float64]:
+    t = np.arange(n) / sample_rate
+    freqs = np.array(ROW_FREQS + COL_FREQS)
+    ang = 2 * np.pi * freqs[:, None] * t[None, :]
+    return np.vstack([np.cos(ang), np.sin(ang)])  # (16, n)
+
+
+class GoertzelDetector:
+    """Streaming in-band DTMF detector for 8 kHz int16 frames (any length; analysed per 160 samples)."""
+
+    def __init__(
+        self,
+        *,
+        sample_rate: int = SAMPLE_RATE,
+        block: int = FRAME_SAMPLES,
+        min_level_dbfs: float = -36.0,
+        min_tone_ratio: float = 0.55,
+        max_twist_db: float = 8.0,
+        min_frames: int = 2,
+    ) -> None:
+        self.sample_rate = sample_rate
+        self.block = block
+        self._basis = _basis(block, sample_rate)
+        # energy of one full-scale sine over the block, to turn sum(x^2) into a level
+        self._min_energy = block * (32768.0**2) / 2 * 10 ** (min_level_dbfs / 10.0)
+        self.min_tone_ratio = min_tone_ratio
+        self.max_twist = 10 ** (max_twist_db / 10.0)
+        self.min_frames = min_frames
+        self._pending = np.zeros(0, dtype=np.int16)
+        self._current: str | None = None
+        self._run = 0
+        self._reported: str | None = None
+        self._quiet = 0
+
+    def classify(self, block: PCM) -> str | None:
+        """The DTMF digit present in one block, or None."""
+        x = np.asarray(block, dtype=np.float64)
+        energy = float(np.dot(x, x))
+        if energy < self._min_energy:
+            return None
+        proj = self._basis @ x
+        power = proj[:8] ** 2 + proj[8:] ** 2  # |X(f)|^2 per DTMF frequency
+        rel = power * (2.0 / (self.block * energy))  # 1.0 for a block that is one pure sine
+        r = int(np.argmax(rel[:4]))
+        c = int(np.argmax(rel[4:]))
+        pr, pc = rel[r], rel[4 + c]
+        if pr + pc < self.min_tone_ratio:
+            return None
+        if pr > pc * self.max_twist or pc > pr * self.max_twist:
+            return None
+        # the winners must clearly dominate their groups (rejects chords and broadband sound)
+        others_r = np.delete(rel[:4], r).max()
+        others_c = np.delete(rel[4:], c).max()
+        if others_r * 4.0 > pr or others_c * 4.0 > pc:
+            return None
+        return KEYPAD[r][c]
+
+    def feed(self, pcm: PCM) -> list[tuple[str, int]]:
+        """Feed audio; returns digits that ended in it as (digit, duration_ms)."""
+        data = np.concatenate([self._pending, np.asarray(pcm, dtype=np.int16)]) if len(self._pending) else pcm
+        out: list[tuple[str, int]] = []
+        b = self.block
+        n_blocks = len(data) // b
+        for i in range(n_blocks):
+            d = self.classify(data[i * b : (i + 1) * b])
+            self._step(d, out)
+        self._pending = np.array(data[n_blocks * b :], dtype=np.int16)
+        return out
+
+    def flush(self) -> list[tuple[str, int]]:
+        out: list[tuple[str, int]] = []
+        self._step(None, out)
+        self._step(None, out)
+        return out
+
+    def _step(self, d: str | None, out: list[tuple[str, int]]) -> None:
+        ms = self.block * 1000 // self.sample_rate
+        if d is not None and d == self._current:
+            self._run += 1
+            self._quiet = 0
+            return
+        if d is None and self._current is not None and self._quiet == 0 and self._run >= self.min_frames:
+            # tolerate one dropout frame inside a reported tone
+            self._quiet = 1
+            return
+        if self._current is not None and self._run >= self.min_frames:
+            out.append((self._current, self._run * ms))
+        self._current = d
+        self._run = 1 if d is not None else 0
+        self._quiet = 0

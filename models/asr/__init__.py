@@ -1,0 +1,1 @@
+"""Speech recognisers: faster-whisper (utterances, zh/en) and vosk (streaming, operator model)."""

@@ -1,0 +1,1 @@
+"""Speech synthesis: Kokoro (onnxruntime), espeak-ng fallback, prompt cache, text normalisation."""

@@ -1,0 +1,3 @@
+from outcall.cli import main
+
+raise SystemExit(main())

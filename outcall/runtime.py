@@ -1,0 +1,213 @@
+"""Runtime wiring: which adapters fill which engine ports. Everything is built here, from Settings."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dialplans
+from engine.audio import PCM
+from engine.call.session import CallSession
+from engine.dialog.schema import AskNode, Dialplan
+from engine.dialog.templating import is_static, render
+from engine.errors import ConfigError, ModelError
+from engine.outcome import CallOutcome
+from engine.ports import Classifier, Recognizer, Synthesizer, Transcript
+from gateway.sip.ua import IncomingHandler, UserAgent
+from gateway.store.sqlite import SqliteStore
+from outcall.settings import Settings
+
+log = logging.getLogger("outcall.runtime")
+
+
+class LanguageRecognizer:
+    """Binds a multilingual recogniser to one dialplan's language."""
+
+    def __init__(self, inner: Any, language: str) -> None:
+        self.inner = inner
+        self.language = language
+        self.name = str(inner.name)
+
+    async def transcribe(self, pcm: PCM, *, sample_rate: int = 8000) -> Transcript:
+        result: Transcript = await self.inner.transcribe(pcm, sample_rate=sample_rate, language=self.language)
+        return result
+
+
+@dataclass
+class Speech:
+    """The speech and language models of one process, shared by every call."""
+
+    recognizer: Any
+    classifier: Classifier
+    synthesizer: Synthesizer
+    closers: list[Any] = field(default_factory=list)
+
+    def recognizer_for(self, plan: Dialplan) -> Recognizer:
+        if hasattr(self.recognizer, "stream"):  # vosk: one model, one language
+            rec: Recognizer = self.recognizer
+            return rec
+        return LanguageRecognizer(self.recognizer, plan.language.split("-")[0])
+
+    def close(self) -> None:
+        for c in self.closers:
+            try:
+                c()
+            except Exception:  # closing must never mask the result
+                log.exception("closing a model failed")
+
+
+def build_speech(settings: Settings) -> Speech:
+    """Load ASR, classifier and TTS once. A missing/corrupt model raises ModelError naming the fix."""
+    from models.nlu.rules import RulesClassifier
+    from models.tts.cache import PromptCache
+
+    models_dir = Path(settings.models_dir)
+    if (settings.asr == "whisper" or settings.tts == "kokoro") and not models_dir.is_dir():
+        raise ModelError(
+            f"models folder {models_dir} (OUTCALL_MODELS_DIR) does not exist",
+            hint="run `make models` (python -m models.install --dest DIR) or set OUTCALL_MODELS_DIR "
+            "to the folder it filled",
+        )
+    closers: list[Any] = []
+    recognizer: Any
+    if settings.asr == "vosk":
+        from models.asr.vosk import VoskRecognizer
+
+        if not settings.vosk_model:
+            raise ConfigError(
+                "OUTCALL_ASR=vosk needs OUTCALL_VOSK_MODEL",
+                hint="download e.g. vosk-model-small-cn-0.22 and set OUTCALL_VOSK_MODEL to its directory",
+            )
+        recognizer = VoskRecognizer(settings.vosk_model)
+    else:
+        from models.asr.whisper import WhisperRecognizer
+
+        recognizer = WhisperRecognizer(models_dir / "whisper-base")
+    if hasattr(recognizer, "close"):
+        closers.append(recognizer.close)
+    synth: Synthesizer
+    if settings.tts == "kokoro":
+        from models.tts.kokoro import KokoroSynthesizer
+
+        synth = KokoroSynthesizer(models_dir / "kokoro")
+    else:
+        from models.tts.espeak import EspeakSynthesizer
+
+        synth = EspeakSynthesizer()
+    if hasattr(synth, "close"):
+        closers.append(synth.close)
+    cached = PromptCache(synth, models_dir / "cache")
+    return Speech(recognizer=recognizer, classifier=RulesClassifier(), synthesizer=cached, closers=closers)
+
+
+def static_prompts(plan: Dialplan) -> list[str]:
+    """Every prompt that can be rendered before a call (templating resolved with the plan's defaults)."""
+    texts: list[str] = []
+    pre = plan.preamble
+    for t in (pre.disclosure, pre.recording_notice if pre.recording else None):
+        if t:
+            texts.append(t)
+    for node in plan.nodes.values():
+        texts += node.texts()
+        if isinstance(node, AskNode):
+            texts += [t for t in (node.no_input.reprompt, node.no_match.reprompt) if t]
+    for g in plan.globals:
+        texts += [g.say] if isinstance(g.say, str) else list(g.say or [])
+    out = []
+    for t in texts:
+        r = t if is_static(t) else render(t, plan.variables)
+        if r and r not in out:
+            out.append(r)
+    return out
+
+
+async def prerender(speech: Speech, plan: Dialplan) -> int:
+    """Render (or load from cache) every static prompt of a plan, so the greeting is never delayed."""
+    n = 0
+    for text in static_prompts(plan):
+        await speech.synthesizer.render(text, voice=plan.voice)
+        n += 1
+    return n
+
+
+async def start_ua(settings: Settings, *, on_incoming: IncomingHandler | None = None) -> UserAgent:
+    host, _, port = settings.sip_bind.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(
+            f"OUTCALL_SIP_BIND={settings.sip_bind!r} is not host:port", hint="e.g. 0.0.0.0:5060"
+        )
+    ua = UserAgent(
+        bind_host=host,
+        bind_port=int(port),
+        public_host=settings.public_address,
+        trunks=settings.all_trunks(),
+        on_incoming=on_incoming,
+        rtp_host=host if host not in ("0.0.0.0", "::") else None,
+        rtp_port_range=settings.rtp_ports,
+    )
+    await ua.start()
+    return ua
+
+
+async def run_call(
+    ua: UserAgent,
+    speech: Speech,
+    plan: Dialplan,
+    target: str,
+    *,
+    settings: Settings,
+    trunk: str | None = None,
+    variables: dict[str, Any] | None = None,
+    ring_timeout: float = 45.0,
+    campaign: str | None = None,
+) -> CallOutcome:
+    tr = settings.trunk(trunk)
+    caller_id = tr.caller_ids[0] if tr.caller_ids else None
+    leg = await ua.originate(target, trunk=tr.name, caller_id=caller_id, ring_timeout=ring_timeout)
+    session = CallSession(
+        leg,
+        plan,
+        recognizer=speech.recognizer_for(plan),
+        classifier=speech.classifier,
+        synthesizer=speech.synthesizer,
+        variables={"phone": target, **(variables or {})},
+        campaign=campaign,
+    )
+    return await session.run()
+
+
+async def place_one_call(
+    settings: Settings,
+    target: str,
+    *,
+    dialplan: str,
+    trunk: str | None = None,
+    variables: dict[str, Any] | None = None,
+    ring_timeout: float = 45.0,
+) -> CallOutcome:
+    """`outcall call`: load the plan and models, dial, converse, store and return the outcome."""
+    plan = dialplans.get(dialplan)
+    settings.trunk(trunk)  # unknown trunk: fail before loading models
+    store = SqliteStore(settings.db)
+    speech = build_speech(settings)
+    ua = await start_ua(settings)
+    try:
+        await prerender(speech, plan)
+        outcome = await run_call(
+            ua,
+            speech,
+            plan,
+            target,
+            settings=settings,
+            trunk=trunk,
+            variables=variables,
+            ring_timeout=ring_timeout,
+        )
+        await store.save_outcome(outcome)
+        return outcome
+    finally:
+        await ua.close()
+        speech.close()
+        store.close()

