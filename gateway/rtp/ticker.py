@@ -132,7 +132,8 @@ class MediaTicker:
     @classmethod
     def get(cls, clock: Clock | None = None) -> MediaTicker:
         loop = asyncio.get_running_loop()
-        clock = clock or _REAL_CLOCK
+        if clock is None or type(clock) is RealClock:
+            clock = _REAL_CLOCK  # every real-time session of a loop shares the one ticker
         key = (id(loop), id(clock))
         ticker = cls._registry.get(key)
         if ticker is None or ticker._loop is not loop or ticker._loop.is_closed():
