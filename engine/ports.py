@@ -32,6 +32,7 @@ class LegInfo:
     q850_cause: int | None = None
     disposition: Disposition | None = None
     hangup_by: HangupBy | None = None
+    retry_after: float | None = None  # seconds, from a failure response's Retry-After (503 back-off)
     codec: str | None = None
     remote_media: str | None = None
     stats: dict[str, float] = field(default_factory=dict)

@@ -76,6 +76,7 @@ class SipCallLeg:
         self._early_emitted = False
         self._ringing_emitted = False
         self._close_task: asyncio.Task[None] | None = None
+        self._progress = asyncio.Event()
         self.log = CallLog(log, {"call_id": call.call_id})
         media.on_dtmf = self._on_rtp_dtmf
         media.on_timeout = self._on_rtp_timeout
@@ -101,6 +102,11 @@ class SipCallLeg:
     @property
     def media(self) -> MediaSession:
         return self._media
+
+    async def wait_progress(self) -> None:
+        """Return at the first sign of life from the far end past 100 Trying (180/183/200) or at the end of
+        the attempt: the point after which a trunk failover is no longer possible."""
+        await self._progress.wait()
 
     async def events(self) -> AsyncIterator[LegEvent]:
         while True:
@@ -178,11 +184,13 @@ class SipCallLeg:
             self._media.start()
 
     def on_ringing(self, code: int) -> None:
+        self._progress.set()
         if not self._ringing_emitted:
             self._ringing_emitted = True
             self._events.put_nowait(Ringing(call_id=self.call_id, at=self._now(), sip_code=code))
 
     def on_early_media(self, media: NegotiatedMedia, code: int) -> None:
+        self._progress.set()
         if not self._apply(media):
             return
         self._start_media()
@@ -191,6 +199,7 @@ class SipCallLeg:
             self._events.put_nowait(EarlyMedia(call_id=self.call_id, at=self._now(), sip_code=code))
 
     def on_answered(self, media: NegotiatedMedia) -> None:
+        self._progress.set()
         if not self._apply(media):
             return
         self._start_media()
@@ -208,6 +217,7 @@ class SipCallLeg:
         )
 
     def on_ended(self) -> None:
+        self._progress.set()
         info = self.info
         info.stats = dict(self._safe_stats())
         self._events.put_nowait(

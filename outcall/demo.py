@@ -27,6 +27,7 @@ from engine.outcome import CallOutcome
 from gateway.leg import SipCallLeg
 from gateway.sip.message import SipUri
 from gateway.store.sqlite import SqliteStore
+from gateway.trunks import TrunkRouter
 from outcall.report import format_outcome, results_table
 from outcall.runtime import Speech, build_speech, prerender, run_call, start_ua
 from outcall.settings import Settings
@@ -144,6 +145,7 @@ async def run_demo(settings: Settings, *, as_json: bool = False, language: str =
             settings.model_copy(update={"sip_bind": "127.0.0.1:0"}), on_incoming=callees
         )
         robot = await start_ua(settings.model_copy(update={"sip_bind": "127.0.0.1:0"}))
+        router = TrunkRouter(robot, settings.all_trunks())
         host, port = callee_ua.local_addr
         _say(
             f"  scripted callees on sip:*@{host}:{port}; robot UA on {robot.local_addr[0]}:"
@@ -154,9 +156,8 @@ async def run_demo(settings: Settings, *, as_json: bool = False, language: str =
 
         async def one(sc: Scenario) -> tuple[str, CallOutcome]:
             async with sem:
-                assert robot is not None
                 o = await run_call(
-                    robot,
+                    router,
                     speech,
                     plan,
                     f"sip:{sc.name}@{host}:{port}",

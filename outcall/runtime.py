@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -12,11 +14,12 @@ from engine.audio import PCM
 from engine.call.session import CallSession
 from engine.dialog.schema import AskNode, Dialplan
 from engine.dialog.templating import is_static, render
-from engine.errors import ConfigError, ModelError
+from engine.errors import ConfigError, ModelError, TelephonyError
 from engine.outcome import CallOutcome
 from engine.ports import Classifier, Recognizer, Synthesizer, Transcript
 from gateway.sip.ua import IncomingHandler, UserAgent
 from gateway.store.sqlite import SqliteStore
+from gateway.trunks import TrunkRouter
 from outcall.settings import Settings
 
 log = logging.getLogger("outcall.runtime")
@@ -152,7 +155,7 @@ async def start_ua(settings: Settings, *, on_incoming: IncomingHandler | None = 
 
 
 async def run_call(
-    ua: UserAgent,
+    line: UserAgent | TrunkRouter,
     speech: Speech,
     plan: Dialplan,
     target: str,
@@ -165,7 +168,29 @@ async def run_call(
 ) -> CallOutcome:
     tr = settings.trunk(trunk)
     caller_id = tr.caller_ids[0] if tr.caller_ids else None
-    leg = await ua.originate(target, trunk=tr.name, caller_id=caller_id, ring_timeout=ring_timeout)
+    started = datetime.now(UTC)
+    try:
+        leg = await line.originate(target, trunk=tr.name, caller_id=caller_id, ring_timeout=ring_timeout)
+    except TelephonyError as e:  # no trunk could take the call: an infrastructure failure, no leg
+        log.warning("call to %s not placed: %s", target, e)
+        return CallOutcome(
+            call_id=uuid.uuid4().hex,
+            campaign=campaign,
+            to=target,
+            caller_id=caller_id,
+            trunk=tr.name,
+            dialplan=plan.name,
+            dialplan_version=plan.version,
+            disposition=e.disposition,
+            sip_code=e.sip_code,
+            reason=e.reason,
+            started_at=started,
+            ended_at=datetime.now(UTC),
+            hangup_by="system",
+            grade="E",
+            grade_rule="E: not connected",
+            error=str(e),
+        )
     session = CallSession(
         leg,
         plan,
@@ -193,10 +218,11 @@ async def place_one_call(
     store = SqliteStore(settings.db)
     speech = build_speech(settings)
     ua = await start_ua(settings)
+    router = TrunkRouter(ua, settings.all_trunks())
     try:
         await prerender(speech, plan)
         outcome = await run_call(
-            ua,
+            router,
             speech,
             plan,
             target,

@@ -65,6 +65,14 @@ _DTMF_RELAY = re.compile(r"^\s*Signal\s*=\s*([0-9A-Da-d*#])\s*$", re.MULTILINE)
 _DTMF_DURATION = re.compile(r"^\s*Duration\s*=\s*(\d+)\s*$", re.MULTILINE)
 
 
+def _retry_after(value: str | None) -> float | None:
+    """Seconds of a Retry-After header (`120`, `120;duration=60`, `18000 (in a meeting)`)."""
+    if not value:
+        return None
+    head = value.split(";", 1)[0].split("(", 1)[0].strip()
+    return float(head) if head.isdigit() else None
+
+
 def parse_info_dtmf(content_type: str, body: bytes) -> tuple[str, int | None] | None:
     """The digit (and duration) of an INFO carrying application/dtmf-relay or application/dtmf."""
     text = body.decode("utf-8", "replace")
@@ -346,6 +354,7 @@ class SipCall:
             )
             return
         disp = from_sip(code, reason_hdr)
+        self.info.retry_after = _retry_after(resp.headers.get("Retry-After"))
         self.log.info("call failed: %d %s -> %s", code, resp.reason, disp.value)
         self._finish(
             disp, "callee", sip_code=code, reason=reason_hdr or resp.reason, q850=parse_q850_cause(reason_hdr)

@@ -423,8 +423,18 @@ class UserAgent:
             txn.receive(resp)
             return
         call = self._calls.get(resp.call_id)
-        if call is not None and method == "INVITE" and 200 <= resp.status < 300 and call.role == "uac":
-            call._on_invite_2xx(resp)  # 2xx after the transaction ended: ACK it again
+        if (
+            call is not None
+            and method == "INVITE"
+            and 200 <= resp.status < 300
+            and call.role == "uac"
+            and call.invite is not None
+            and resp.from_.tag == call.local_tag
+            and resp.cseq[0] == call.invite.cseq[0]
+        ):
+            # a 2xx to our INVITE after its transaction ended (retransmission, or another fork): ACK it.
+            # Only ours (our From tag and CSeq): a forged 2xx must not make us ACK/BYE its Contact.
+            call._on_invite_2xx(resp)
             return
         log.debug("[%s] stray response %d %s dropped", resp.call_id, resp.status, method)
 

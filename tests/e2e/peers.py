@@ -541,7 +541,8 @@ class SippServer(_Sipp):
             assert self.proc is not None
             proc = self.proc
             # `-t t1` / `-t tn` (TCP) listen on a TCP port only; every other transport binds UDP.
-            tcp = any(a in ("t1", "tn") and b == "-t" for b, a in zip(self.extra_args, self.extra_args[1:]))
+            args = self.extra_args
+            tcp = any(args[i] == "-t" and args[i + 1] in ("t1", "tn") for i in range(len(args) - 1))
             try:
                 wait_until(
                     binds(proc.pid, tcp=[self.port]) if tcp else binds(proc.pid, udp=[self.port]),
