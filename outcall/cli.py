@@ -92,7 +92,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from outcall.demo import run_demo
     from outcall.settings import load_settings
 
-    return asyncio.run(run_demo(load_settings(), as_json=args.json, language=args.language))
+    return asyncio.run(
+        run_demo(load_settings(), as_json=args.json, language=args.language, use_baresip=not args.no_baresip)
+    )
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -125,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="run a small campaign against local scripted callees")
     d.add_argument("--json", action="store_true")
     d.add_argument("--language", choices=["zh", "en"], default="zh")
+    d.add_argument("--no-baresip", action="store_true", help="serve every callee from our own UA")
     d.set_defaults(fn=cmd_demo)
 
     s = sub.add_parser("schema", help="print a JSON Schema")

@@ -12,8 +12,10 @@ import asyncio
 import json
 import logging
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -21,6 +23,7 @@ import numpy as np
 import dialplans
 from engine.audio import PCM
 from engine.call.turns import EndpointConfig, Endpointer, Utterance
+from engine.dialog.runner import Runner, Say
 from engine.dialog.schema import Dialplan
 from engine.dispositions import Disposition
 from engine.outcome import CallOutcome
@@ -31,6 +34,7 @@ from gateway.trunks import TrunkRouter
 from outcall.report import format_outcome, results_table
 from outcall.runtime import Speech, build_speech, prerender, run_call, start_ua
 from outcall.settings import Settings
+from outcall.softphone import BaresipCallee, available
 
 log = logging.getLogger("outcall.demo")
 
@@ -124,7 +128,26 @@ class ScriptedCallees:
                     leg.play(self.audio[text])
 
 
-async def run_demo(settings: Settings, *, as_json: bool = False, language: str = "zh") -> int:
+async def opening_seconds(speech: Speech, plan: Dialplan) -> float:
+    """How long the robot talks after answering before it first listens (disclosure + first question)."""
+    total = 0.0
+    for action in Runner(plan).start():
+        if isinstance(action, Say):
+            pcm = await speech.synthesizer.render(action.text, voice=plan.voice)
+            total += len(pcm) / 8000
+    return total
+
+
+def wants_baresip(sc: Scenario) -> bool:
+    """One reply after the opening: a fixed timeline a softphone playing a WAV can follow."""
+    return (
+        sc.behaviour == "answer" and len(sc.replies) == 1 and sc.replies[0] is not None and not sc.answer_with
+    )
+
+
+async def run_demo(
+    settings: Settings, *, as_json: bool = False, language: str = "zh", use_baresip: bool = True
+) -> int:
     t0 = time.monotonic()
     scenarios = ZH if language == "zh" else EN
     plan: Dialplan = dialplans.get("trial-class-zh" if language == "zh" else "trial-class-en")
@@ -133,6 +156,7 @@ async def run_demo(settings: Settings, *, as_json: bool = False, language: str =
     store = SqliteStore(settings.db)
     callees = ScriptedCallees({s.name: s for s in scenarios})
     robot = callee_ua = None
+    phones: list[BaresipCallee] = []
     try:
         n = await prerender(speech, plan)
         await callees.prepare(speech, language)
@@ -147,6 +171,18 @@ async def run_demo(settings: Settings, *, as_json: bool = False, language: str =
         robot = await start_ua(settings.model_copy(update={"sip_bind": "127.0.0.1:0"}))
         router = TrunkRouter(robot, settings.all_trunks())
         host, port = callee_ua.local_addr
+        targets = {sc.name: f"sip:{sc.name}@{host}:{port}" for sc in scenarios}
+        served = {sc.name: "our UA (answer mode)" for sc in scenarios}
+        if use_baresip and available():
+            delay = await opening_seconds(speech, plan) + 0.8
+            workdir = Path(tempfile.mkdtemp(prefix="outcall-demo-"))
+            for sc in scenarios:
+                if wants_baresip(sc):
+                    text = sc.replies[0] or ""
+                    phone = BaresipCallee(workdir / sc.name, callees.audio[text], delay_s=delay, user=sc.name)
+                    targets[sc.name] = await phone.start()
+                    phones.append(phone)
+                    served[sc.name] = "baresip"
         _say(
             f"  scripted callees on sip:*@{host}:{port}; robot UA on {robot.local_addr[0]}:"
             f"{robot.local_addr[1]}; dialing {len(scenarios)} calls, {CONCURRENCY} at a time\n",
@@ -160,7 +196,7 @@ async def run_demo(settings: Settings, *, as_json: bool = False, language: str =
                     router,
                     speech,
                     plan,
-                    f"sip:{sc.name}@{host}:{port}",
+                    targets[sc.name],
                     settings=settings,
                     ring_timeout=RING_TIMEOUT_S,
                     campaign="demo",
@@ -172,6 +208,8 @@ async def run_demo(settings: Settings, *, as_json: bool = False, language: str =
 
         rows = await asyncio.gather(*(one(sc) for sc in scenarios))
     finally:
+        for phone in phones:
+            await phone.stop()
         for ua in (robot, callee_ua):
             if ua is not None:
                 await ua.close()
@@ -182,6 +220,10 @@ async def run_demo(settings: Settings, *, as_json: bool = False, language: str =
         sys.stdout.write(json.dumps([o.model_dump(mode="json") for _, o in rows], ensure_ascii=False) + "\n")
         return 0
     _say(results_table(rows), False)
+    by_peer: dict[str, list[str]] = {}
+    for name, peer in served.items():
+        by_peer.setdefault(peer, []).append(name)
+    _say("\ncallees: " + "; ".join(f"{peer}: {', '.join(names)}" for peer, names in by_peer.items()), False)
     connected = sum(1 for _, o in rows if o.answered_at is not None)
     _say(
         f"\n{len(rows)} calls, {connected} connected, {ok}/{len(rows)} as the scenario expected, "

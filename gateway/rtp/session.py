@@ -51,6 +51,7 @@ _ANC_SIZE = socket.CMSG_SPACE(16) if hasattr(socket, "CMSG_SPACE") else 64
 _DTMF_GAP_TICKS = 3  # 60 ms of audio between digits
 _DTMF_END_REPEATS = 3
 _DTMF_STALE_S = 0.5  # an event with no end packet for this long is reported anyway
+_BATCH_DTMF_CONFIG = GoertzelDetector().config  # what the ticker's shared in-band classifier uses
 
 
 @dataclass(slots=True)
@@ -393,9 +394,17 @@ class RtpSession:
         self.send_jitter.record(lateness)
 
     def _tick(self, deadline: float) -> None:
+        """One whole tick for this session alone (the ticker runs the two halves for all sessions)."""
+        self._tick_out(deadline)
+        frame = self._tick_in(deadline)
+        if frame is not None:
+            assert self._detector is not None
+            self._dtmf_classified(self._detector.classify(frame))
+
+    def _tick_out(self, deadline: float) -> None:
+        """Outbound half of a tick: one 20 ms frame of media time."""
         if self._closed:
             return
-        # --- outbound: one 20 ms frame of media time per tick
         if self._send_addr is not None and self._codec is not None:
             if self._dtmf_jobs and self._dtmf_tick(deadline):
                 self._ts = (self._ts + FRAME_SAMPLES) & 0xFFFFFFFF
@@ -431,15 +440,28 @@ class RtpSession:
                             self._acc[: self._fill] = self._acc[spp : spp + self._fill]
         else:
             self._ts = (self._ts + FRAME_SAMPLES) & 0xFFFFFFFF
-        # --- inbound: one frame from the jitter buffer
-        if self._jitter != self._jb.jitter_samples:
-            self._jb.set_jitter(self._jitter)
-        frame_in, _real = self._jb.pop()
+
+    def _tick_in(self, deadline: float) -> PCM | None:
+        """Inbound half of a tick: one frame from the jitter buffer to frames(), and the timers.
+
+        Returns the frame when in-band DTMF detection wants it classified: the ticker classifies the
+        frames of all sessions in one vectorised call and hands each result to `_dtmf_classified`."""
+        if self._closed:
+            return None
+        jb = self._jb
+        if self._jitter != jb.jitter_samples:
+            jb.set_jitter(self._jitter)
+        frame_in, _real = jb.pop()
         self._frames_out += 1
         self._push(frame_in)
-        if self._detector is not None:
-            for digit, ms in self._detector.feed(frame_in):
-                self._fire_dtmf(digit, ms, "inband")
+        wanted: PCM | None = None
+        det = self._detector
+        if det is not None:
+            if det.idle and len(frame_in) == det.block and det.config == _BATCH_DTMF_CONFIG:
+                wanted = frame_in
+            else:
+                for digit, ms in det.feed(frame_in):
+                    self._fire_dtmf(digit, ms, "inband")
         # --- timers
         if self._dtmf_rx_ts is not None and deadline - self._dtmf_rx_seen > _DTMF_STALE_S:
             self._finish_rx_event()
@@ -456,6 +478,15 @@ class RtpSession:
                     self.on_timeout(silent)
                 except Exception:
                     log.exception("rtp %s: on_timeout callback failed", self.call_id)
+        return wanted
+
+    def _dtmf_classified(self, digit: str | None) -> None:
+        """The in-band detector's verdict on the frame `_tick_in` returned."""
+        det = self._detector
+        if det is None or self._closed:
+            return
+        for d, ms in det.step(digit):
+            self._fire_dtmf(d, ms, "inband")
 
     def _skip_ticks(self, n: int) -> None:
         """The ticker fell behind and drops n ticks: keep the RTP clock on wall time."""

@@ -19,7 +19,12 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
+import numpy as np
+import numpy.typing as npt
+
 from engine.clock import Clock, RealClock
+
+from .dtmf import GoertzelDetector
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +96,11 @@ class Tickable(Protocol):
 
     def _receive(self, realtime_offset: float | None) -> bool: ...
 
-    def _tick(self, deadline: float) -> None: ...
+    def _tick_out(self, deadline: float) -> None: ...
+
+    def _tick_in(self, deadline: float) -> npt.NDArray[np.int16] | None: ...
+
+    def _dtmf_classified(self, digit: str | None) -> None: ...
 
     def _skip_ticks(self, n: int) -> None: ...
 
@@ -122,6 +131,7 @@ class MediaTicker:
         self._kernel_timestamps = isinstance(clock, RealClock)
         self.receive_rounds = 8
         self._task: asyncio.Task[None] | None = None
+        self._detector = GoertzelDetector()  # classifies the in-band DTMF frames of all sessions at once
         self._retired_jitter = Histogram()  # send jitter of sessions that have left
         self.tick_lateness = Histogram()
         self.tick_work = Histogram()
@@ -186,6 +196,48 @@ class MediaTicker:
                 if s is not None:
                     s._receive(offset)
 
+    def _tick_all(self, deadline: float) -> None:
+        """One tick for every session: all sends first (they are what has a deadline), then the receive
+        drain, then every session's inbound frame, then in-band DTMF classification of all those frames
+        in one vectorised call."""
+        snapshot = self._snapshot
+        for s in snapshot:
+            try:
+                s._tick_out(deadline)
+            except Exception:
+                self.errors += 1
+                log.exception("rtp ticker: session send failed; session %r keeps running", s)
+        try:
+            self._drain()
+        except Exception:
+            self.errors += 1
+            log.exception("rtp ticker: receive failed")
+        classify: list[Tickable] = []
+        frames: list[npt.NDArray[np.int16]] = []
+        for s in snapshot:
+            try:
+                frame = s._tick_in(deadline)
+            except Exception:
+                self.errors += 1
+                log.exception("rtp ticker: session tick failed; session %r keeps running", s)
+                continue
+            if frame is not None:
+                classify.append(s)
+                frames.append(frame)
+        if classify:
+            try:
+                digits = self._detector.classify_many(np.stack(frames))
+            except Exception:
+                self.errors += 1
+                log.exception("rtp ticker: in-band DTMF classification failed")
+                return
+            for s, d in zip(classify, digits, strict=True):
+                try:
+                    s._dtmf_classified(d)
+                except Exception:
+                    self.errors += 1
+                    log.exception("rtp ticker: in-band DTMF failed; session %r keeps running", s)
+
     @property
     def send_jitter(self) -> Histogram:
         """Send-time jitter (|actual - ideal|) of every packet sent by sessions of this ticker."""
@@ -238,17 +290,7 @@ class MediaTicker:
                 runs = 0
                 while runs < self.max_burst and deadline <= t + _EARLY_S:
                     self.tick_lateness.record(abs(t - deadline))
-                    try:
-                        self._drain()
-                    except Exception:
-                        self.errors += 1
-                        log.exception("rtp ticker: receive failed")
-                    for s in self._snapshot:
-                        try:
-                            s._tick(deadline)
-                        except Exception:
-                            self.errors += 1
-                            log.exception("rtp ticker: session tick failed; session %r keeps running", s)
+                    self._tick_all(deadline)
                     self.ticks += 1
                     deadline += PERIOD
                     runs += 1

@@ -59,7 +59,7 @@ def outcall(args: list[str], tmp_path: Path, **env: str) -> subprocess.Completed
 def test_call_busy_line_prints_outcome_and_exits_0(
     tmp_path: Path, sipp_server: Callable[..., SippServer]
 ) -> None:
-    uas = sipp_server("ua_busy_486.xml")
+    uas = sipp_server("ua_busy_486.xml", timeout_s=120)  # a cold prompt cache renders before dialing
     r = outcall(["call", uas.uri("13812345678"), "--dialplan", "trial-class-zh", "--json"], tmp_path)
     assert r.returncode == 0, r.stderr
     out: dict[str, Any] = json.loads(r.stdout)
