@@ -36,6 +36,7 @@ ausrc_srate 8000
 auplay_srate 8000
 ausrc_channels 1
 auplay_channels 1
+rtp_tos 0
 jitter_buffer_delay 0-0
 rtp_stats no
 module_path /usr/lib/baresip/modules
@@ -44,6 +45,25 @@ module aufile.so
 module_app account.so
 module_app menu.so
 """
+
+
+def baresip_config(
+    host: str,
+    port: int,
+    audio: Path,
+    *,
+    record_dir: Path | None = None,
+    ctrl_port: int | None = None,
+    extra_modules: tuple[str, ...] | list[str] = (),
+) -> str:
+    """A headless baresip `config` (PEERS.md recipe): loopback only, G.711, says `audio` (8 kHz mono WAV),
+    optionally records both directions into `record_dir` and listens for ctrl_tcp commands."""
+    text = _CONFIG.format(host=host, port=port, audio=audio)
+    if record_dir is not None:
+        text += f"snd_path {record_dir}\nmodule sndfile.so\n"
+    if ctrl_port is not None:
+        text += f"module_app ctrl_tcp.so\nctrl_tcp_listen {host}:{ctrl_port}\n"
+    return text + "".join(f"module {m}\n" for m in extra_modules)
 
 
 def available() -> bool:

@@ -35,6 +35,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+from outcall.softphone import baresip_config
+
 log = logging.getLogger(__name__)
 
 LOOPBACK = "127.0.0.1"
@@ -590,36 +592,6 @@ class SippClient(_Sipp):
 
 # ---------------------------------------------------------------------------------------------- baresip
 
-_BARESIP_CONFIG = """\
-poll_method epoll
-sip_listen {host}:{port}
-sip_trans_def udp
-net_interface {host}
-dns_server {host}:53
-call_local_timeout 120
-call_max_calls 1
-audio_player none,none
-audio_source aufile,{audio}
-audio_alert none,none
-audio_level no
-ausrc_srate 8000
-auplay_srate 8000
-ausrc_channels 1
-auplay_channels 1
-rtp_tos 0
-jitter_buffer_delay 0-0
-rtp_stats no
-snd_path {rec}
-module_path /usr/lib/baresip/modules
-module g711.so
-module aufile.so
-module sndfile.so
-module_app account.so
-module_app menu.so
-module_app ctrl_tcp.so
-ctrl_tcp_listen {host}:{ctrl}
-"""
-
 
 def _netstring(payload: dict[str, Any]) -> bytes:
     data = json.dumps(payload).encode()
@@ -719,10 +691,14 @@ class Baresip:
         for _attempt in range(4):
             self.port = free_port_block(3)
             (cfg_dir / "config").write_text(
-                _BARESIP_CONFIG.format(
-                    host=self.host, port=self.port, ctrl=self.ctrl_port, audio=say, rec=self.rec_dir
+                baresip_config(
+                    self.host,
+                    self.port,
+                    say,
+                    record_dir=self.rec_dir,
+                    ctrl_port=self.ctrl_port,
+                    extra_modules=self.extra_modules,
                 )
-                + "".join(f"module {m}\n" for m in self.extra_modules)
             )
             (cfg_dir / "accounts").write_text(
                 f"<sip:{self.user}@{self.host}>;regint=0;answermode={self.answermode};mwi=no;"
