@@ -54,13 +54,99 @@ def cmd_dialplan_validate(args: argparse.Namespace) -> int:
             _out(f"{name}:1:1: {e}")
             bad += 1
             continue
-        _plan, problems = parse(text, str(path))
+        _plan, problems = parse(text, str(path), base_dir=path.parent)
         for p in problems:
             _out(str(p))
-        bad += bool(problems)
-        if not problems:
-            _out(f"{path}: ok")
+        errors = [p for p in problems if p.is_error]
+        bad += bool(errors)
+        if not errors:
+            _out(f"{path}: ok" + (f" ({len(problems)} warning(s))" if problems else ""))
     return 1 if bad else 0
+
+
+def cmd_dialplan_chat(args: argparse.Namespace) -> int:
+    import dialplans
+    from outcall.dialplan_tools import chat
+
+    plan = dialplans.get(args.name)
+    return chat(plan.with_variant(args.variant), variables=_vars(args.var))
+
+
+def cmd_dialplan_test(args: argparse.Namespace) -> int:
+    from outcall.dialplan_tools import find_tests, format_results, run_test_file
+
+    results = [run_test_file(p, pin=args.pin) for p in find_tests(args.target)]
+    _out(format_results(results))
+    return 0 if all(r.ok for r in results) else 1
+
+
+def cmd_dialplan_graph(args: argparse.Namespace) -> int:
+    import dialplans
+    from outcall.dialplan_tools import graph, svg
+
+    plan = dialplans.get(args.name)
+    if args.format == "svg":
+        sys.stdout.buffer.write(svg(graph(plan, "dot")))
+        sys.stdout.flush()
+    else:
+        _out(graph(plan, args.format))
+    return 0
+
+
+def cmd_dialplan_prerender(args: argparse.Namespace) -> int:
+    import dialplans
+    from outcall.dialplan_tools import build_synthesizer, prerender
+    from outcall.settings import load_settings
+
+    plan = dialplans.get(args.name)
+    synth = build_synthesizer(load_settings())
+    try:
+        n = asyncio.run(prerender(plan, synth))
+    finally:
+        close = getattr(getattr(synth, "synth", None), "close", None)
+        if close is not None:
+            close()
+    _out(
+        f"{plan.name}: {n} prompts rendered into {synth.cache_dir} ({synth.misses} synthesised, "
+        f"{synth.hits + synth.disk_hits} already cached)"
+    )
+    return 0
+
+
+def cmd_dialplan_inbox(args: argparse.Namespace) -> int:
+    import csv
+
+    from gateway.store.sqlite import SqliteStore
+    from outcall.dialplan_tools import inbox_rows
+    from outcall.settings import load_settings
+
+    store = SqliteStore(args.db or load_settings().db)
+    try:
+        outcomes = asyncio.run(store.list_outcomes(limit=args.limit))
+    finally:
+        store.close()
+    rows = inbox_rows(outcomes, args.name)
+    if args.format == "jsonl":
+        for r in rows:
+            _out(json.dumps(r, ensure_ascii=False))
+    elif args.format == "examples":  # paste-ready under `intents: NAME: examples:`
+        for text in sorted({str(r["text"]) for r in rows if r["text"]}):
+            _out(f"- {json.dumps(text, ensure_ascii=False)}")
+    else:
+        w = csv.DictWriter(
+            sys.stdout,
+            fieldnames=["dialplan_version", "node", "text", "intent", "confidence", "call_id", "at"],
+        )
+        w.writeheader()
+        w.writerows(rows)
+    return 0
+
+
+def cmd_dialplan_schema(args: argparse.Namespace) -> int:
+    from engine.dialog.schema import Dialplan
+
+    _out(json.dumps(Dialplan.model_json_schema(), ensure_ascii=False, indent=2))
+    return 0
 
 
 def cmd_call(args: argparse.Namespace) -> int:
@@ -139,11 +225,38 @@ def build_parser() -> argparse.ArgumentParser:
     v = dps.add_parser("validate", help="check dialplans; prints path:line:col: message")
     v.add_argument("paths", nargs="+")
     v.set_defaults(fn=cmd_dialplan_validate)
+    ch = dps.add_parser("chat", help="talk to a dialplan in the terminal (stdin lines; /silence /dtmf 1 ...)")
+    ch.add_argument("name", help="shipped dialplan name or a YAML path")
+    ch.add_argument("--var", action="append", default=[], metavar="K=V")
+    ch.add_argument("--variant", default=None, help="an A/B variant to run")
+    ch.set_defaults(fn=cmd_dialplan_chat)
+    te = dps.add_parser("test", help="run conversation tests (dialplans/tests/*.yaml); exit 1 on failure")
+    te.add_argument(
+        "target", nargs="?", default=None, help="dialplan name, plan path or test file (default: all)"
+    )
+    te.add_argument("--pin", action="store_true", help="record this classifier's branches in <test>.pin.json")
+    te.set_defaults(fn=cmd_dialplan_test)
+    gr = dps.add_parser("graph", help="print the dialplan as a graph")
+    gr.add_argument("name")
+    gr.add_argument("--format", choices=["mermaid", "dot", "svg"], default="mermaid")
+    gr.set_defaults(fn=cmd_dialplan_graph)
+    pr = dps.add_parser("prerender", help="synthesise every static prompt into the TTS cache")
+    pr.add_argument("name")
+    pr.set_defaults(fn=cmd_dialplan_prerender)
+    ib = dps.add_parser("inbox", help="export the replies no branch understood (from stored outcomes)")
+    ib.add_argument("name", help="dialplan name")
+    ib.add_argument("--db", default=None, help="outcome database (default: OUTCALL_DB)")
+    ib.add_argument("--format", choices=["csv", "jsonl", "examples"], default="csv")
+    ib.add_argument("--limit", type=int, default=10000, help="newest N outcomes to read")
+    ib.set_defaults(fn=cmd_dialplan_inbox)
+    sc = dps.add_parser("schema", help="print the dialplan JSON Schema")
+    sc.set_defaults(fn=cmd_dialplan_schema)
 
     sv = sub.add_parser("serve", help="run the HTTP API")
     sv.add_argument("--host", default="127.0.0.1")
     sv.add_argument("--port", type=int, default=8080)
     sv.set_defaults(fn=cmd_serve)
+
     return ap
 
 

@@ -2,24 +2,30 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
+import wave
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 import dialplans
 from engine.audio import PCM
 from engine.call.session import CallSession
-from engine.dialog.schema import AskNode, Dialplan
-from engine.dialog.templating import is_static, render
+from engine.dialog import prompts
+from engine.dialog.schema import Dialplan
 from engine.errors import ConfigError, ModelError, TelephonyError
 from engine.outcome import CallOutcome
 from engine.ports import Classifier, Recognizer, Synthesizer, Transcript
 from gateway.sip.ua import IncomingHandler, UserAgent
 from gateway.store.sqlite import SqliteStore
 from gateway.trunks import TrunkRouter
+from models.dsp import resample_pcm
 from outcall.settings import Settings
 
 log = logging.getLogger("outcall.runtime")
@@ -107,23 +113,32 @@ def build_speech(settings: Settings) -> Speech:
 
 def static_prompts(plan: Dialplan) -> list[str]:
     """Every prompt that can be rendered before a call (templating resolved with the plan's defaults)."""
-    texts: list[str] = []
-    pre = plan.preamble
-    for t in (pre.disclosure, pre.recording_notice if pre.recording else None):
-        if t:
-            texts.append(t)
-    for node in plan.nodes.values():
-        texts += node.texts()
-        if isinstance(node, AskNode):
-            texts += [t for t in (node.no_input.reprompt, node.no_match.reprompt) if t]
-    for g in plan.globals:
-        texts += [g.say] if isinstance(g.say, str) else list(g.say or [])
-    out = []
-    for t in texts:
-        r = t if is_static(t) else render(t, plan.variables)
-        if r and r not in out:
-            out.append(r)
-    return out
+    return prompts.static_prompts(plan)
+
+
+def wav_loader(plan_dir: Path) -> Callable[[str], Awaitable[PCM]]:
+    """Recorded prompts (`wav:` in a dialplan), relative to the plan's folder, as 8 kHz mono PCM."""
+
+    def load(rel: str) -> PCM:
+        path = (plan_dir / rel).resolve()
+        try:
+            with wave.open(str(path), "rb") as w:
+                if w.getsampwidth() != 2:
+                    raise ModelError(f"{path}: not 16-bit PCM", hint="sox in.wav -b 16 out.wav")
+                raw = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").astype(np.int16)
+                if w.getnchannels() > 1:
+                    raw = raw.reshape(-1, w.getnchannels())[:, 0].copy()
+                rate = w.getframerate()
+        except (OSError, wave.Error, EOFError) as e:
+            raise ModelError(
+                f"cannot read recorded prompt {path}: {e}", hint="record a mono 16-bit WAV"
+            ) from e
+        return resample_pcm(raw, rate, 8000) if rate != 8000 else raw
+
+    async def get(rel: str) -> PCM:
+        return await asyncio.to_thread(load, rel)
+
+    return get
 
 
 async def prerender(speech: Speech, plan: Dialplan) -> int:
@@ -165,7 +180,9 @@ async def run_call(
     variables: dict[str, Any] | None = None,
     ring_timeout: float = 45.0,
     campaign: str | None = None,
+    plan_dir: Path | None = None,
 ) -> CallOutcome:
+    """Dial one target and hold the whole conversation. `plan_dir` resolves recorded (`wav:`) prompts."""
     tr = settings.trunk(trunk)
     caller_id = tr.caller_ids[0] if tr.caller_ids else None
     started = datetime.now(UTC)
@@ -199,6 +216,7 @@ async def run_call(
         synthesizer=speech.synthesizer,
         variables={"phone": target, **(variables or {})},
         campaign=campaign,
+        prompt_audio=wav_loader(plan_dir or dialplans.DIR),
     )
     return await session.run()
 
@@ -214,6 +232,7 @@ async def place_one_call(
 ) -> CallOutcome:
     """`outcall call`: load the plan and models, dial, converse, store and return the outcome."""
     plan = dialplans.get(dialplan)
+    plan_dir = dialplans.resolve(dialplan).resolve().parent
     settings.trunk(trunk)  # unknown trunk: fail before loading models
     store = SqliteStore(settings.db)
     speech = build_speech(settings)
@@ -230,6 +249,7 @@ async def place_one_call(
             trunk=trunk,
             variables=variables,
             ring_timeout=ring_timeout,
+            plan_dir=plan_dir,
         )
         await store.save_outcome(outcome)
         return outcome

@@ -17,9 +17,10 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, time, tzinfo
 from typing import Any, TypeVar
 
+from engine.audio import PCM
 from engine.call.amd import AmdDecision, decide
 from engine.call.playback import PlaybackHandle
 from engine.call.turns import (
@@ -31,9 +32,9 @@ from engine.call.turns import (
     is_backchannel,
 )
 from engine.clock import Clock, RealClock
-from engine.dialog.grading import grade
 from engine.dialog.runner import Action, Hangup, Listen, Runner, Say, Transfer
 from engine.dialog.schema import Dialplan
+from engine.dialog.timeparse import DEFAULT_WINDOW
 from engine.dispositions import Disposition
 from engine.errors import ModelError, TelephonyError
 from engine.events import DtmfReceived, Ended, MediaTimeout
@@ -77,6 +78,10 @@ class SessionConfig:
     barge_in: bool = True
     #: seconds after answer in which what the line says is checked for voicemail/announcements
     amd_window_s: float = 12.0
+    #: the campaign's calling window (callee local time): call-back times are clamped into it
+    calling_window: tuple[time, time] = DEFAULT_WINDOW
+    #: the callee's time zone for call-back times (None: this machine's local zone)
+    tz: tzinfo | None = None
 
 
 class CallSession:
@@ -93,6 +98,7 @@ class CallSession:
         campaign: str | None = None,
         config: SessionConfig | None = None,
         now: Callable[[], datetime] | None = None,
+        prompt_audio: Callable[[str], Awaitable[PCM]] | None = None,
     ) -> None:
         self.leg = leg
         self.plan = plan
@@ -100,10 +106,18 @@ class CallSession:
         self.classifier = classifier
         self.synthesizer = synthesizer
         self.clock = clock or RealClock()
-        self.runner = Runner(plan, variables)
         self.campaign = campaign
         self.config = config or SessionConfig()
         self._now = now or self.clock.now
+        self.runner = Runner(
+            plan,
+            variables,
+            now=self._now().astimezone(self.config.tz),
+            calling_window=self.config.calling_window,
+        )
+        #: loads a recorded prompt (dialplan `wav:`); without it the prompt's text is synthesised
+        self.prompt_audio = prompt_audio
+        self._speak_t0 = 0.0
         self.turns: list[Turn] = []
         self._heard: asyncio.Queue[Utterance | _Heard | _Dtmf] = asyncio.Queue()
         self._ended = asyncio.Event()
@@ -175,7 +189,7 @@ class CallSession:
         st = self.runner.state
         # a machine (voicemail, announcement) answering is not a conversation: grade E
         st.stats.connected = info.answered_at is not None and self.amd is None
-        g, rule = grade(st.stats)
+        g, rule = self.runner.grade()
         return CallOutcome(
             call_id=info.call_id,
             campaign=self.campaign,
@@ -196,7 +210,7 @@ class CallSession:
             answered_at=info.answered_at,
             ended_at=info.ended_at or self._now(),
             turns=sorted(self.turns, key=lambda t: t.start_s),
-            variables=dict(st.variables),
+            variables=self.runner.outcome_variables(),
             tags=list(st.tags),
             last_node=st.node,
             error=error,
@@ -228,7 +242,7 @@ class CallSession:
             speaking = self._speaking
             self._callee_speaking = isinstance(ev, SpeechStarted)
             if isinstance(ev, SpeechStarted):
-                if speaking is not None and speaking.interruptible and self.config.barge_in:
+                if speaking is not None and self._may_barge(speaking):
                     self.leg.playout.pause()  # the next outbound frame is silence
                     self._barge = self._handle
                     self._log(logging.DEBUG, "speech onset during prompt: playout paused")
@@ -240,6 +254,13 @@ class CallSession:
                 self._barge = None
                 await self._heard.put(ev)
         self._ended.set()
+
+    def _may_barge(self, prompt: Say, onset: float | None = None) -> bool:
+        """Barge-in is allowed on an interruptible prompt once its min_play_s has played."""
+        if not (prompt.interruptible and self.config.barge_in):
+            return False
+        at = self.clock.monotonic() if onset is None else onset
+        return at - self._speak_t0 >= prompt.min_play_s
 
     def _resume_after_barge(self, why: str) -> None:
         if self._barge is not None:
@@ -269,7 +290,8 @@ class CallSession:
                     )
                 )
             return
-        interruptible = prompt is not None and prompt.interruptible and self.config.barge_in
+        onset = self._answer_t + start
+        interruptible = prompt is not None and self._may_barge(prompt, onset)
         if self._barge is not None or (interruptible and self._speaking is prompt):
             handle, self._barge = self._barge or self._handle, None
             self._interrupted_by_words = True
@@ -381,10 +403,20 @@ class CallSession:
             await self._race(handle.wait())
 
     async def _say(self, action: Say) -> None:
-        pcm = await self.synthesizer.render(action.text, voice=self.plan.voice)
+        pcm = None
+        if action.wav and self.prompt_audio is not None:
+            try:
+                pcm = await self.prompt_audio(action.wav)
+            except ModelError as e:  # a broken recording must not end the call: speak the text instead
+                self._log(
+                    logging.WARNING, "recorded prompt %s unusable (%s): synthesising its text", action.wav, e
+                )
+        if pcm is None:
+            pcm = await self.synthesizer.render(action.text, voice=self.plan.voice)
         if self._ended.is_set():
             return
         t0 = self._rel()
+        self._speak_t0 = self.clock.monotonic()
         self._speaking = action
         handle: PlaybackHandle = self.leg.play(pcm, label=action.node)
         self._handle = handle

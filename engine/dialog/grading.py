@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
+from engine.dialog.conditions import parse_condition
 from engine.intents import BUSINESS_QUESTION, POSITIVE, REFUSAL
 
 
@@ -56,4 +58,40 @@ def grade(stats: ConversationStats, rules: tuple[GradeRule, ...] = DEFAULT_RULES
     for rule in rules:
         if rule.test(stats):
             return rule.grade, rule.name
+    return "D", "D: connected"
+
+
+def grade_call(
+    stats: ConversationStats,
+    *,
+    rules: Sequence[tuple[str, str, str]] = (),
+    defaults: bool = True,
+    tags: Sequence[str] = (),
+    intents: Sequence[str] = (),
+    variables: Mapping[str, Any] | None = None,
+    override: str | None = None,
+    override_at: str | None = None,
+) -> tuple[str, str]:
+    """The grade and the rule that fired: a dialplan's grade override (set by a node/branch, only for
+    connected calls), then its own rules (grade, name, condition) in order, then the A-E defaults."""
+    if not stats.connected:
+        return "E", "E: not connected"
+    if override is not None:
+        return override, f"{override}: override at {override_at or 'dialplan'}"
+    env: dict[str, Any] = {
+        **(variables or {}),
+        "connected": stats.connected,
+        "rounds": stats.rounds,
+        "positives": stats.positives,
+        "refusals": stats.refusals,
+        "business_questions": stats.business_questions,
+        "negatives": stats.negatives,
+        "tags": list(tags),
+        "intents": list(intents),
+    }
+    for letter, name, when in rules:
+        if parse_condition(when)(env):
+            return letter, f"{letter}: {name}"
+    if defaults:
+        return grade(stats)
     return "D", "D: connected"

@@ -2,19 +2,52 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import ValidationError
 
-from engine.dialog.schema import AskNode, Dialplan, SayNode, TransferNode
-from engine.dialog.templating import variables_in
+from engine.dialog.conditions import ConditionError, parse_condition
+from engine.dialog.schema import AskNode, Dialplan, HangupNode, SayNode, TransferNode
+from engine.dialog.templating import render, variables_in
 from engine.errors import DialplanError
+from engine.intents import BASE_INTENTS
 
-BUILTIN_VARIABLES = frozenset({"phone", "callback_time", "agent"})
+_CJK = re.compile(r"[\u4e00-\u9fff]")
+
+BUILTIN_VARIABLES = frozenset({"phone", "callback_time", "callback_when", "agent", "ab_variant"})
+
+#: Kokoro voices shipped by `make models`, and the espeak-ng voices for the two dialplan languages
+KOKORO_VOICES: dict[str, str] = {
+    **{v: "zh-CN" for v in ("zm_yunjian", "zm_yunxi", "zm_yunxia", "zm_yunyang")},
+    **{v: "zh-CN" for v in ("zf_xiaobei", "zf_xiaoni", "zf_xiaoxiao", "zf_xiaoyi")},
+    "af_heart": "en-US",
+}
+ESPEAK_VOICES: dict[str, str] = {
+    **{v: "zh-CN" for v in ("cmn", "cmn-latn-pinyin", "zh", "yue", "hak")},
+    **{
+        v: "en-US"
+        for v in (
+            "en",
+            "en-us",
+            "en-us-nyc",
+            "en-gb",
+            "en-gb-x-rp",
+            "en-gb-scotland",
+            "en-029",
+            "en-gb-x-gbclan",
+        )
+    },
+}
+EMOTIONS = frozenset({"neutral", "positive", "negative", "angry"})
+#: spoken rate used for the "prompt longer than 8 s" warning
+MAX_PROMPT_S = 8.0
+ZH_CHARS_PER_S = 5.0
+EN_WORDS_PER_S = 2.5
 
 
 @dataclass(frozen=True)
@@ -24,10 +57,16 @@ class Problem:
     col: int
     message: str
     hint: str | None = None
+    severity: Literal["error", "warning"] = "error"
 
     def __str__(self) -> str:
-        s = f"{self.path}:{self.line}:{self.col}: {self.message}"
+        level = "warning: " if self.severity == "warning" else ""
+        s = f"{self.path}:{self.line}:{self.col}: {level}{self.message}"
         return f"{s} (hint: {self.hint})" if self.hint else s
+
+    @property
+    def is_error(self) -> bool:
+        return self.severity == "error"
 
 
 class _Marks:
@@ -74,8 +113,11 @@ def _pydantic_path(loc: tuple[int | str, ...]) -> tuple[str | int, ...]:
     return tuple(out)
 
 
-def parse(text: str, path: str = "<dialplan>") -> tuple[Dialplan | None, list[Problem]]:
-    """Parse and validate. Returns the plan (None on schema errors) and every problem found."""
+def parse(
+    text: str, path: str = "<dialplan>", *, base_dir: Path | None = None
+) -> tuple[Dialplan | None, list[Problem]]:
+    """Parse and validate. Returns the plan (None on schema errors) and every problem found (errors and
+    warnings: see Problem.severity). `base_dir` (the file's folder) enables the recorded-WAV check."""
     try:
         root = yaml.compose(text)
         data: Any = yaml.safe_load(text)
@@ -98,7 +140,11 @@ def parse(text: str, path: str = "<dialplan>") -> tuple[Dialplan | None, list[Pr
             where = ".".join(str(x) for x in p) or "dialplan"
             problems.append(Problem(path, line, col, f"{where}: {err['msg']}", _hint(err["type"])))
         return None, problems
-    return plan, list(check(plan, marks, path))
+    return plan, list(check(plan, marks, path, base_dir=base_dir))
+
+
+def errors(problems: list[Problem]) -> list[Problem]:
+    return [p for p in problems if p.is_error]
 
 
 def _hint(err_type: str) -> str | None:
@@ -118,7 +164,8 @@ def _targets(plan: Dialplan) -> Iterator[tuple[tuple[str | int, ...], str]]:
         elif isinstance(node, AskNode):
             for i, b in enumerate(node.branches):
                 yield ("nodes", name, "branches", i, "goto"), b.goto
-            yield ("nodes", name, "default"), node.default
+            if node.default:
+                yield ("nodes", name, "default"), node.default
             if node.no_input.goto:
                 yield ("nodes", name, "no_input", "goto"), node.no_input.goto
             if node.no_match.goto:
@@ -130,7 +177,9 @@ def _targets(plan: Dialplan) -> Iterator[tuple[tuple[str | int, ...], str]]:
             yield ("globals", i, "goto"), g.goto
 
 
-def check(plan: Dialplan, marks: _Marks | None = None, path: str = "<dialplan>") -> Iterator[Problem]:
+def check(
+    plan: Dialplan, marks: _Marks | None = None, path: str = "<dialplan>", *, base_dir: Path | None = None
+) -> Iterator[Problem]:
     """Semantic checks the schema cannot express."""
     m = marks or _Marks(None)
 
@@ -138,41 +187,186 @@ def check(plan: Dialplan, marks: _Marks | None = None, path: str = "<dialplan>")
         line, col = m.at(loc)
         return Problem(path, line, col, msg, hint)
 
+    def warn(loc: tuple[str | int, ...], msg: str, hint: str | None = None) -> Problem:
+        line, col = m.at(loc)
+        return Problem(path, line, col, msg, hint, "warning")
+
     names = set(plan.nodes)
     if plan.start not in names:
         yield prob(("start",), f"start node {plan.start!r} does not exist", f"one of: {sorted(names)}")
     for loc, target in _targets(plan):
         if target not in names:
             yield prob(loc, f"unknown node {target!r}", f"define nodes.{target} or fix the name")
+    yield from _check_voice(plan, prob)
     known = plan.known_intents()
+    declared = _declared_variables(plan)
     for name, node in plan.nodes.items():
-        if isinstance(node, AskNode):
-            for i, b in enumerate(node.branches):
-                for intent in b.intents():
-                    if intent not in known:
-                        yield prob(
-                            ("nodes", name, "branches", i, "intent"),
-                            f"unknown intent {intent!r}",
-                            "declare it under intents: with examples, or use a base intent",
-                        )
-                if not (b.intents() or b.keywords or b.dtmf):
+        if not isinstance(node, AskNode):
+            continue
+        if not node.default:
+            yield prob(
+                ("nodes", name),
+                f"ask node {name!r} has no default",
+                "add `default: NODE`: where the call goes when nothing matches; no_input and no_match "
+                "fall back to it",
+            )
+        for i, b in enumerate(node.branches):
+            bloc: tuple[str | int, ...] = ("nodes", name, "branches", i)
+            for intent in b.intents():
+                if intent not in known:
                     yield prob(
-                        ("nodes", name, "branches", i), "branch matches nothing", "add intent/keywords/dtmf"
+                        (*bloc, "intent"),
+                        f"unknown intent {intent!r}",
+                        "declare it under intents: with examples, or use a base intent: "
+                        + ", ".join(BASE_INTENTS),
                     )
+            if not (b.has_matcher() or b.when):
+                yield prob(bloc, "branch matches nothing", "add intent/keywords/regex/dtmf/emotion/when")
+            for e in b.emotions():
+                if e not in EMOTIONS:
+                    yield prob((*bloc, "emotion"), f"unknown emotion {e!r}", f"one of: {sorted(EMOTIONS)}")
+            if b.regex:
+                try:
+                    re.compile(b.regex)
+                except re.error as err:
+                    yield prob((*bloc, "regex"), f"bad regex: {err}", "test it with python -c 'import re'")
+            if b.when:
+                yield from _check_condition(b.when, declared | {"tags"}, (*bloc, "when"), prob)
     for i, g in enumerate(plan.globals):
         if g.intent not in known:
             yield prob(("globals", i, "intent"), f"unknown intent {g.intent!r}")
-    declared = set(plan.variables) | BUILTIN_VARIABLES
+    stats_names = {
+        "connected",
+        "rounds",
+        "positives",
+        "refusals",
+        "business_questions",
+        "negatives",
+        "tags",
+        "intents",
+    }
+    for i, r in enumerate(plan.grading.rules):
+        yield from _check_condition(r.when, declared | stats_names, ("grading", "rules", i, "when"), prob)
     for loc, text in _texts(plan):
         for var in variables_in(text):
             if var not in declared:
                 yield prob(loc, f"undeclared template variable {var!r}", f"add {var}: to variables:")
+        seconds = _spoken_s(render(text, plan.variables), plan.language)
+        if seconds > MAX_PROMPT_S:
+            yield warn(
+                loc,
+                f"prompt takes about {seconds:.0f} s to say (over {MAX_PROMPT_S:.0f} s)",
+                "keep prompts to ~40 Chinese characters or ~20 English words; split it or cut words",
+            )
     reachable = _reachable(plan)
     for name in plan.nodes:
         if name not in reachable:
             yield prob(("nodes", name), f"node {name!r} is unreachable", "link it from a branch or remove it")
-    if plan.start in names and not _can_end(plan):
-        yield prob(("start",), "no path from start reaches a hangup or transfer node", "add a hangup node")
+    if plan.start in names:
+        if not _can_end(plan):
+            yield prob(
+                ("start",), "no path from start reaches a hangup or transfer node", "add a hangup node"
+            )
+        else:
+            stuck = _stuck(plan, reachable)
+            if stuck:
+                yield prob(
+                    ("nodes", stuck[0]),
+                    f"cycle with no exit: {', '.join(stuck)} never reach a hangup or transfer node",
+                    "give one of them a branch, default or no_input.goto that leads to an end",
+                )
+        loop = _say_loop(plan)
+        if loop:
+            yield prob(
+                ("nodes", loop[0]),
+                f"say nodes loop without asking: {' -> '.join(loop)}",
+                "end the chain at an ask, hangup or transfer node",
+            )
+    if base_dir is not None:
+        for name, node in plan.nodes.items():
+            for wav in node.wavs():
+                if not (base_dir / wav).is_file():
+                    yield prob(
+                        ("nodes", name, "wav"),
+                        f"recorded prompt {wav!r} not found",
+                        f"paths are relative to {base_dir}",
+                    )
+    yield from _check_variants(plan, m, path)
+
+
+def _check_voice(plan: Dialplan, prob: Any) -> Iterator[Problem]:
+    if plan.voice is None:
+        return
+    voice = plan.voice.split("+", 1)[0]
+    lang = KOKORO_VOICES.get(voice) or ESPEAK_VOICES.get(voice.lower())
+    if lang is None:
+        same = [v for v, lg in {**KOKORO_VOICES, **ESPEAK_VOICES}.items() if lg == plan.language]
+        yield prob(
+            ("voice",), f"unknown voice {plan.voice!r}", f"for {plan.language} use one of: {', '.join(same)}"
+        )
+    elif lang != plan.language:
+        yield prob(
+            ("voice",),
+            f"voice {plan.voice!r} speaks {lang} but the dialplan's language is {plan.language}",
+            "pick a voice of the dialplan's language",
+        )
+
+
+def _check_condition(text: str, names: set[str], loc: tuple[str | int, ...], prob: Any) -> Iterator[Problem]:
+    try:
+        cond = parse_condition(text)
+    except ConditionError as e:
+        yield prob(loc, f"bad condition: {e}", "e.g. `score >= 9 and 'vip' in tags`")
+        return
+    for n in sorted(cond.names - names):
+        yield prob(
+            loc, f"condition uses undeclared variable {n!r}", f"add {n}: to variables: (with a default)"
+        )
+
+
+def _declared_variables(plan: Dialplan) -> set[str]:
+    out = set(plan.variables) | BUILTIN_VARIABLES
+    for node in plan.nodes.values():
+        out |= set(node.set)
+        if isinstance(node, AskNode):
+            if node.capture is not None:
+                out.add(node.capture.var)
+                if node.capture.kind == "time":
+                    out |= {f"{node.capture.var}_when", f"{node.capture.var}_days"}
+            for b in node.branches:
+                out |= set(b.set)
+    for g in plan.globals:
+        out |= set(g.set)
+    for v in plan.variants.values():
+        out |= set(v.variables)
+    return out
+
+
+def _spoken_s(text: str, language: str) -> float:
+    if language.startswith("zh"):
+        chars = len(_CJK.findall(text)) + len(re.findall(r"[A-Za-z0-9]+", text))
+        return chars / ZH_CHARS_PER_S
+    return len(text.split()) / EN_WORDS_PER_S
+
+
+def _check_variants(plan: Dialplan, m: _Marks, path: str) -> Iterator[Problem]:
+    for vname, v in plan.variants.items():
+        for node_name in v.nodes:
+            if node_name not in plan.nodes:
+                line, col = m.at(("variants", vname, "nodes", node_name))
+                yield Problem(path, line, col, f"variant {vname!r} overrides unknown node {node_name!r}")
+                return
+        try:
+            merged = plan.with_variant(vname)
+        except ValidationError as e:
+            for err in e.errors():
+                line, col = m.at(("variants", vname))
+                yield Problem(path, line, col, f"variant {vname!r}: {err['msg']} at {err['loc']}")
+            continue
+        for p in check(merged, None, path):
+            if p.is_error and "unreachable" not in p.message:
+                line, col = m.at(("variants", vname))
+                yield Problem(path, line, col, f"variant {vname!r}: {p.message}", p.hint)
 
 
 def _texts(plan: Dialplan) -> Iterator[tuple[tuple[str | int, ...], str]]:
@@ -185,16 +379,13 @@ def _texts(plan: Dialplan) -> Iterator[tuple[tuple[str | int, ...], str]]:
         for t in node.texts():
             yield ("nodes", name, "say"), t
         if isinstance(node, AskNode):
-            if node.no_input.reprompt:
-                yield ("nodes", name, "no_input", "reprompt"), node.no_input.reprompt
-            if node.no_match.reprompt:
-                yield ("nodes", name, "no_match", "reprompt"), node.no_match.reprompt
+            for t in node.no_input.texts():
+                yield ("nodes", name, "no_input", "reprompt"), t
+            for t in node.no_match.texts():
+                yield ("nodes", name, "no_match", "reprompt"), t
     for i, g in enumerate(plan.globals):
-        if isinstance(g.say, str):
-            yield ("globals", i, "say"), g.say
-        elif g.say:
-            for t in g.say:
-                yield ("globals", i, "say"), t
+        for t in g.texts():
+            yield ("globals", i, "say"), t
 
 
 def _edges(plan: Dialplan, name: str) -> list[str]:
@@ -202,7 +393,7 @@ def _edges(plan: Dialplan, name: str) -> list[str]:
     if isinstance(node, SayNode):
         return [node.next]
     if isinstance(node, AskNode):
-        out = [b.goto for b in node.branches] + [node.default]
+        out = [b.goto for b in node.branches] + ([node.default] if node.default else [])
         out += [x for x in (node.no_input.goto, node.no_match.goto) if x]
         return out
     if isinstance(node, TransferNode):
@@ -223,11 +414,38 @@ def _reachable(plan: Dialplan) -> set[str]:
 
 
 def _can_end(plan: Dialplan) -> bool:
-    from engine.dialog.schema import HangupNode
-
     return any(
         isinstance(plan.nodes[n], HangupNode | TransferNode) for n in _reachable(plan) if n in plan.nodes
     )
+
+
+def _stuck(plan: Dialplan, reachable: set[str]) -> list[str]:
+    """Reachable nodes from which no path leads to a hangup/transfer node (a cycle with no exit).
+    Global handlers that hang up do not count: the callee may never say those words."""
+    ends = {n for n, node in plan.nodes.items() if isinstance(node, HangupNode | TransferNode)}
+    good = set(ends)
+    changed = True
+    while changed:
+        changed = False
+        for n in plan.nodes:
+            if n not in good and any(e in good for e in _edges(plan, n)):
+                good.add(n)
+                changed = True
+    return [n for n in plan.nodes if n in reachable and n not in good]
+
+
+def _say_loop(plan: Dialplan) -> list[str]:
+    for start, node in plan.nodes.items():
+        if not isinstance(node, SayNode):
+            continue
+        chain = [start]
+        cur: Any = node
+        while isinstance(cur, SayNode) and cur.next in plan.nodes:
+            if cur.next in chain:
+                return [*chain[chain.index(cur.next) :], cur.next]
+            chain.append(cur.next)
+            cur = plan.nodes[cur.next]
+    return []
 
 
 def load(path: str | Path) -> Dialplan:
@@ -239,7 +457,8 @@ def load(path: str | Path) -> Dialplan:
         raise DialplanError(f"dialplan file not found: {p}", path=str(p), hint="check the path") from e
     except UnicodeDecodeError as e:
         raise DialplanError(f"{p}: not UTF-8 text", path=str(p), hint="save the file as UTF-8") from e
-    plan, problems = parse(text, str(p))
+    plan, problems = parse(text, str(p), base_dir=p.parent)
+    problems = errors(problems)
     if problems or plan is None:
         first = problems[0]
         raise DialplanError(

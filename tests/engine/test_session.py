@@ -116,3 +116,84 @@ async def test_stop_request_over_the_disclosure_is_acted_on() -> None:
     pre = o.turns[0]
     assert pre.speaker == "bot" and pre.node is None and not pre.interrupted  # disclosure not cut
     assert "dnc" in o.tags
+
+
+async def _run_plan(
+    plan_text: str,
+    replies: Sequence[str | None],
+    *,
+    timed: Sequence[tuple[float, str]] = (),
+    prompt_audio: object = None,
+) -> tuple[CallOutcome, ToneSynth]:
+    from engine.dialog.loader import parse
+
+    plan, problems = parse(plan_text, "t.yaml")
+    assert plan is not None and not [x for x in problems if x.is_error], problems
+    clock = VirtualClock()
+    leg = ScriptedLeg(clock, replies, timed=timed)
+    synth = ToneSynth()
+    session = CallSession(
+        leg,
+        plan,
+        recognizer=LengthRecognizer(leg),
+        classifier=KeywordClassifier(),
+        synthesizer=synth,
+        clock=clock,
+        prompt_audio=prompt_audio,  # type: ignore[arg-type]
+    )
+    task = asyncio.create_task(session.run())
+    for _ in range(3000):
+        if task.done():
+            break
+        await clock.advance(0.02)
+    assert task.done()
+    return task.result(), synth
+
+
+MIN_PLAY = """
+name: t
+start: q
+nodes:
+  q:
+    type: ask
+    say: 这是一个比较长的问题，用来测试最短播放时间，您看可以吗？
+    min_play_s: {min_play}
+    branches: [{{intent: affirm, goto: ok}}]
+    default: nope
+  ok: {{type: hangup, say: 好, tag: ok}}
+  nope: {{type: hangup, say: 不, tag: nope}}
+"""
+
+
+async def test_min_play_s_holds_off_barge_in() -> None:
+    # the prompt plays from 0 s for ~1.7 s; the callee talks over it at 0.5 s
+    o, _ = await _run_plan(MIN_PLAY.format(min_play=0), [], timed=[(0.5, "好的可以")])
+    q = next(t for t in o.turns if t.node == "q" and t.speaker == "bot")
+    assert q.interrupted and "ok" in o.tags
+    o, _ = await _run_plan(MIN_PLAY.format(min_play=1.0), ["好的可以"], timed=[(0.5, "好的我可以的")])
+    q = next(t for t in o.turns if t.node == "q" and t.speaker == "bot")
+    assert not q.interrupted and q.text.endswith("您看可以吗？")
+    assert "ok" in o.tags
+
+
+async def test_outcome_keeps_no_match_words_for_the_inbox() -> None:
+    o, _ = await _run(["随便聊聊", None, None])
+    assert o.variables["no_match"] == [
+        {"node": "greet", "text": "随便聊聊", "intent": "other", "confidence": 0.9}
+    ]
+    assert "no_response" in o.tags
+
+
+async def test_recorded_wav_prompt_is_played_instead_of_synthesis() -> None:
+    from tests.engine.fakes import tone
+
+    loaded: list[str] = []
+
+    async def load(path: str) -> object:
+        loaded.append(path)
+        return tone(0.5)
+
+    plan = "name: t\nstart: q\nnodes:\n  q: {type: hangup, say: 录好的提示, wav: prompts/bye.wav}\n"
+    o, synth = await _run_plan(plan, [], prompt_audio=load)
+    assert loaded == ["prompts/bye.wav"] and "录好的提示" not in synth.rendered
+    assert [t.text for t in o.turns if t.speaker == "bot"] == ["录好的提示"]

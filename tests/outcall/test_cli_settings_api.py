@@ -92,3 +92,27 @@ def test_api_needs_token(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     assert client.get("/api/v1/calls", headers={"Authorization": "Bearer wrong"}).status_code == 401
     r = client.get("/api/v1/calls", headers={"Authorization": "Bearer tok-123"})
     assert r.status_code == 200 and r.json() == []
+
+
+async def test_recorded_prompts_load_resampled_and_fail_clearly(tmp_path: Path) -> None:
+    import wave
+
+    import numpy as np
+
+    from engine.errors import ModelError
+    from outcall.runtime import wav_loader
+
+    t = np.arange(16000) / 16000
+    tone = (np.sin(2 * np.pi * 440 * t) * 8000).astype("<i2")
+    with wave.open(str(tmp_path / "hello.wav"), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes(tone.tobytes())
+    load = wav_loader(tmp_path)
+    pcm = await load("hello.wav")
+    assert len(pcm) == 8000 and pcm.dtype == np.int16
+    spectrum = np.abs(np.fft.rfft(pcm.astype(float)))
+    assert abs(int(np.argmax(spectrum)) - 440) <= 2
+    with pytest.raises(ModelError, match=r"missing\.wav"):
+        await load("missing.wav")
