@@ -7,7 +7,7 @@ PIP := $(VENV)/bin/pip
 MODELS_DIR ?= var/models
 # Debian packages of the real peers the tests and the demo talk to: binary=package.
 PEERS := sipp=sip-tester baresip=baresip-core kamailio=kamailio mosquitto=mosquitto sox=sox \
-	espeak-ng=espeak-ng npm=npm
+	espeak-ng=espeak-ng npm=npm pg_ctlcluster=postgresql
 PYTEST_ARGS ?=
 
 .PHONY: bootstrap venv peers models lint test test-fast test-e2e demo serve clean bench

@@ -257,6 +257,12 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--port", type=int, default=8080)
     sv.set_defaults(fn=cmd_serve)
 
+
+    # --- campaigns and DNC (issue 8): outcall/campaign_cli.py ---
+    from outcall.campaign_cli import add_parsers as add_campaign_parsers
+
+    add_campaign_parsers(sub)
+    # --- end campaigns ---
     return ap
 
 

@@ -6,11 +6,14 @@ import asyncio
 import json
 import sqlite3
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from engine.errors import ConfigError
 from engine.outcome import CallOutcome
+from gateway.store.campaigns import CampaignStore, Cursor
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS outcomes (
@@ -30,12 +33,102 @@ CREATE TABLE IF NOT EXISTS outcomes (
 );
 CREATE INDEX IF NOT EXISTS outcomes_campaign ON outcomes(campaign, started_at);
 CREATE INDEX IF NOT EXISTS outcomes_phone ON outcomes(phone, started_at);
+CREATE TABLE IF NOT EXISTS campaigns (
+    name        TEXT PRIMARY KEY,
+    dialplan    TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    config      TEXT NOT NULL,
+    created_at  REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS contacts (
+    id               INTEGER PRIMARY KEY AUTOINCREMENT,
+    campaign         TEXT NOT NULL,
+    phone            TEXT NOT NULL,
+    name             TEXT,
+    tz               TEXT,
+    consent          INTEGER,
+    variables        TEXT,
+    priority         INTEGER NOT NULL DEFAULT 0,
+    variant          TEXT,
+    state            TEXT NOT NULL,
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    first_attempt_at REAL,
+    next_at          REAL,
+    last_disposition TEXT,
+    last_call_id     TEXT,
+    UNIQUE (campaign, phone)
+);
+CREATE INDEX IF NOT EXISTS contacts_due ON contacts(campaign, state, priority DESC, next_at);
+CREATE TABLE IF NOT EXISTS attempts (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    contact_id  INTEGER NOT NULL,
+    campaign    TEXT NOT NULL,
+    phone       TEXT NOT NULL,
+    attempt_no  INTEGER NOT NULL,
+    node        TEXT NOT NULL,
+    claimed_at  REAL NOT NULL,
+    ended_at    REAL,
+    disposition TEXT,
+    reason      TEXT,
+    call_id     TEXT,
+    consumed    INTEGER
+);
+CREATE INDEX IF NOT EXISTS attempts_campaign ON attempts(campaign, id);
+CREATE TABLE IF NOT EXISTS claims (
+    phone       TEXT PRIMARY KEY,
+    contact_id  INTEGER NOT NULL,
+    campaign    TEXT NOT NULL,
+    attempt_id  INTEGER,
+    node        TEXT NOT NULL,
+    lease_until REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS claims_lease ON claims(lease_until);
+CREATE TABLE IF NOT EXISTS dnc (
+    phone     TEXT NOT NULL,
+    campaign  TEXT NOT NULL DEFAULT '',
+    reason    TEXT,
+    added_at  REAL NOT NULL,
+    PRIMARY KEY (phone, campaign)
+);
+CREATE TABLE IF NOT EXISTS answered (
+    phone TEXT NOT NULL,
+    at    REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS answered_phone ON answered(phone, at);
 """
 
+OUTCOME_INSERT = (
+    "INSERT INTO outcomes VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) "
+    "ON CONFLICT(outcome_id) DO UPDATE SET body=excluded.body"
+)
 
-class SqliteStore:
-    def __init__(self, path: str | Path) -> None:
+
+def outcome_row(o: CallOutcome) -> tuple[Any, ...]:
+    return (
+        o.outcome_id,
+        o.call_id,
+        o.campaign,
+        o.to,
+        o.disposition.value,
+        o.grade,
+        o.sip_code,
+        o.started_at.isoformat(),
+        o.answered_at.isoformat() if o.answered_at else None,
+        o.ended_at.isoformat(),
+        o.talk_s,
+        o.dialplan,
+        o.model_dump_json(),
+    )
+
+
+class SqliteStore(CampaignStore):
+    """Outcomes plus the campaign tables. Several processes may share one file: claims run in
+    `BEGIN IMMEDIATE` transactions (one writer at a time), so no number is claimed twice."""
+
+    def __init__(self, path: str | Path, *, node: str = "local", lease_s: float = 300.0) -> None:
         self.path = str(path)
+        self.node = node
+        self.lease_s = lease_s
         self._lock = threading.Lock()
         try:
             if self.path != ":memory:":
@@ -51,31 +144,31 @@ class SqliteStore:
                 hint="set OUTCALL_DB to a writable file path (default ./outcall.db)",
             ) from e
 
+    @contextmanager
+    def _tx(self, *, write: bool = True) -> Iterator[Cursor]:
+        with self._lock:
+            cur = self._db.cursor()
+            cur.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            try:
+                yield cur
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+            else:
+                cur.execute("COMMIT")
+            finally:
+                cur.close()
+
+    def _save_outcome(self, cur: Cursor, o: CallOutcome) -> None:
+        cur.execute(OUTCOME_INSERT, outcome_row(o))
+
     def _run(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
             cur = self._db.execute(sql, params)
             return cur.fetchall()
 
     def save_outcome_sync(self, o: CallOutcome) -> None:
-        self._run(
-            "INSERT INTO outcomes VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) "
-            "ON CONFLICT(outcome_id) DO UPDATE SET body=excluded.body",
-            (
-                o.outcome_id,
-                o.call_id,
-                o.campaign,
-                o.to,
-                o.disposition.value,
-                o.grade,
-                o.sip_code,
-                o.started_at.isoformat(),
-                o.answered_at.isoformat() if o.answered_at else None,
-                o.ended_at.isoformat(),
-                o.talk_s,
-                o.dialplan,
-                o.model_dump_json(),
-            ),
-        )
+        self._run(OUTCOME_INSERT, outcome_row(o))
 
     async def save_outcome(self, o: CallOutcome) -> None:
         await asyncio.to_thread(self.save_outcome_sync, o)

@@ -1,0 +1,1 @@
+"""Campaign policy, pure: contacts, calling windows and holidays, retry/compliance policy, pacing."""
