@@ -53,7 +53,10 @@ class Codec:
 
     def encode_into(self, pcm: PCM, out: npt.NDArray[np.uint8]) -> None:
         """Encode len(out) samples of `pcm` into `out` (a view of the packet buffer)."""
-        self.encode_table.take(_as_u16(pcm), out=out)
+        # every uint16 is a valid index into the 64 Ki table, so mode="clip" never clips; it only skips
+        # the bounds check (and the buffering take() does for out= in the default mode)
+        idx = pcm.view(np.uint16) if pcm.dtype == np.int16 else _as_u16(pcm)
+        self.encode_table.take(idx, out=out, mode="clip")
 
     def decode(self, payload: bytes) -> PCM:
         return self.decode_table[np.frombuffer(payload, dtype=np.uint8)]

@@ -192,6 +192,8 @@ class GoertzelDetector:
 
     def step(self, digit: str | None) -> list[tuple[str, int]]:
         """Advance by one classified block (from `classify_many`); digits that ended, like `feed`."""
+        if digit is None and self._current is None:
+            return []  # no tone before or now: _step would change nothing
         out: list[tuple[str, int]] = []
         self._step(digit, out)
         return out

@@ -156,35 +156,55 @@ class JitterBuffer:
         n = len(data)
         if n == 0:
             return OK
-        if self.read_pos is None or ssrc != self.ssrc:
+        rp = self.read_pos
+        if rp is None or ssrc != self.ssrc:
             self._sync(ssrc, timestamp)
-        assert self.read_pos is not None
+            rp = self.read_pos
+            assert rp is not None
         delta = ((timestamp - self._ts_raw + _HALF) & (_WRAP - 1)) - _HALF
         ext = self._ts_ext + delta
         if delta > 0:
             self._ts_raw, self._ts_ext = timestamp, ext
-        off = ext - self.read_pos
-        target = self.target
-        if off >= self.capacity or off + n <= -self.capacity:
+        off = ext - rp
+        target = self._target
+        cap = self.capacity
+        if off >= cap or off + n <= -cap:
             # a jump the ring cannot hold: a new stream in all but SSRC
             self._sync(ssrc, timestamp)
             ext, off = timestamp, target
-        elif self.read_pos >= self.high_end and off > target + self.frame:
+        elif rp >= self.high_end and off > target + self.frame:
             # holding after an underrun / silence gap and a new talkspurt arrives: restart at target
             self._advance_read(ext - target)
             off = target
         if off + n <= 0:
             self.late += 1
             return LATE
-        if off + n > self.capacity:
+        if off + n > cap:
             self.overflows += 1
-            self._advance_read(ext + n - self.capacity)
-            off = self.capacity - n
+            self._advance_read(ext + n - cap)
+            off = cap - n
+        have = self._have
+        if off >= 0:
+            i0 = ext & self._mask_bits
+            if i0 + n <= cap:
+                # the usual case: the whole packet lands in one piece of the ring
+                if have.find(0, i0, i0 + n) < 0:
+                    self.duplicates += 1
+                    return DUPLICATE
+                if table is None:
+                    self._ring[i0 : i0 + n] = data
+                else:
+                    # uint8 codes index a 256-entry table: mode="clip" only skips the bounds check
+                    table.take(data, out=self._ring[i0 : i0 + n], mode="clip")
+                have[i0 : i0 + n] = self._ones[:n]
+                if ext + n > self.high_end:
+                    self.high_end = ext + n
+                self.packets += 1
+                return OK
         skip = -off if off < 0 else 0
         m = n - skip
         i0 = (ext + skip) & self._mask_bits
-        first = min(m, self.capacity - i0)
-        have = self._have
+        first = min(m, cap - i0)
         if have.find(0, i0, i0 + first) < 0 and (first == m or have.find(0, 0, m - first) < 0):
             self.duplicates += 1
             return DUPLICATE
@@ -211,23 +231,27 @@ class JitterBuffer:
         """The next 20 ms frame and whether it carries received audio (False: silence / concealment)."""
         self.frames_out += 1
         f = self.frame
-        if self.read_pos is None:
+        rp = self.read_pos
+        if rp is None:
             return np.zeros(f, dtype=np.int16), False
-        depth = self.high_end - self.read_pos
+        high = self.high_end
+        depth = high - rp
         if depth <= 0:
             if self._playing:
                 self.underruns += 1
             self._win = 0
             self._win_min = 1 << 40
             return self._conceal(), False
-        target = self.target
+        target = self._target
         if depth > self.max_latency:
-            self._advance_read(self.high_end - target)
-        rp = self.read_pos
+            self._advance_read(high - target)
+            rp = self.read_pos
+            assert rp is not None
+        cap = self.capacity
         i0 = rp & self._mask_bits
         have = self._have
         real = True
-        if i0 + f <= self.capacity:
+        if i0 + f <= cap:
             if have.find(0, i0, i0 + f) < 0:
                 frame = self._ring[i0 : i0 + f].copy()
             elif have.find(1, i0, i0 + f) >= 0:
@@ -236,6 +260,7 @@ class JitterBuffer:
                 self.partial += 1
             else:
                 frame, real = self._conceal(), False
+            have[i0 : i0 + f] = self._zeros[:f]  # _clear(rp, f), inlined for the one-piece case
         else:
             idx = (rp + np.arange(f)) & self._mask_bits
             got_w = np.frombuffer(have, dtype=np.bool_)[idx]
@@ -246,21 +271,22 @@ class JitterBuffer:
                 self.partial += 1
             else:
                 frame, real = self._conceal(), False
-        self._clear(rp, f)
-        self.read_pos = rp + f
+            self._clear(rp, f)
+        rp += f
+        self.read_pos = rp
         if real:
             self._last_real = frame
             self._concealed_run = 0
             self._playing = True
         # slow adaptation: drop excess delay that persisted over a whole window
-        left = self.high_end - self.read_pos
+        left = self.high_end - rp
         if left < self._win_min:
             self._win_min = left
         self._win += 1
         if self._win >= _ADAPT_WINDOW:
             excess = self._win_min - target
             if excess >= f // 4:
-                self._advance_read(self.read_pos + min(excess, f))
+                self._advance_read(rp + min(excess, f))
             self._win = 0
             self._win_min = 1 << 40
         return frame, real

@@ -44,7 +44,9 @@ log = logging.getLogger(__name__)
 
 Address = tuple[str, int]
 _SEQ_TS_SSRC = struct.Struct("!HII")
+_HEADER = struct.Struct("!BBHII")
 _TIMESPEC = struct.Struct("@qq")
+_SOL_SOCKET = socket.SOL_SOCKET
 _SO_TIMESTAMPNS: int = getattr(socket, "SO_TIMESTAMPNS", 35 if sys.platform.startswith("linux") else 0)
 _MAX_DATAGRAM = 2048
 _ANC_SIZE = socket.CMSG_SPACE(16) if hasattr(socket, "CMSG_SPACE") else 64
@@ -125,6 +127,9 @@ class RtpSession:
         self._decode: dict[int, npt.NDArray[np.int16]] = {
             pt: get_codec(name).decode_table for pt, name in STATIC_PAYLOAD_TYPES.items()
         }
+        self._rx_buf = bytearray(_MAX_DATAGRAM)
+        self._rx_bufs = [self._rx_buf]
+        self._rx_view: npt.NDArray[np.uint8] = np.frombuffer(self._rx_buf, dtype=np.uint8)
         self._last_rx = 0.0
         self._timeout_fired = False
         self._rx_ssrc: int | None = None
@@ -143,6 +148,7 @@ class RtpSession:
         self._dtmf_rx_seen = 0.0
         self._dtmf_done: deque[int] = deque(maxlen=16)
         self._detector: GoertzelDetector | None = None
+        self._batch_det: GoertzelDetector | None = None  # the detector last found to match the ticker's
         # counters
         self.send_jitter = Histogram()
         self._packets_sent = 0
@@ -390,8 +396,7 @@ class RtpSession:
         self._seq = (self._seq + 1) & 0xFFFF
         self._packets_sent += 1
         self._bytes_sent += len(buf)
-        lateness = t - deadline if t >= deadline else deadline - t
-        self.send_jitter.record(lateness)
+        self.send_jitter.record(t - deadline if t >= deadline else deadline - t)
 
     def _tick(self, deadline: float) -> None:
         """One whole tick for this session alone (the ticker runs the two halves for all sessions)."""
@@ -418,13 +423,17 @@ class RtpSession:
                     frame, voice = self.playout.next_frame()
                 spp = self._spp
                 if spp == FRAME_SAMPLES:
+                    buf = self._buf
                     if voice:
                         self._codec.encode_into(frame, self._payload)
                     else:
-                        self._buf[12:] = self._silence_payload
-                    pack_header_into(self._buf, self._pt, self._marker, self._seq, self._ts, self._ssrc)
-                    self._marker = False
-                    self._send(self._buf, deadline)
+                        buf[12:] = self._silence_payload
+                    if self._marker:
+                        pack_header_into(buf, self._pt, True, self._seq, self._ts, self._ssrc)
+                        self._marker = False
+                    else:  # the hot path: pack_header_into inlined
+                        _HEADER.pack_into(buf, 0, 0x80, self._pt, self._seq, self._ts, self._ssrc)
+                    self._send(buf, deadline)
                     self._ts = (self._ts + FRAME_SAMPLES) & 0xFFFFFFFF
                 else:
                     self._acc[self._fill : self._fill + FRAME_SAMPLES] = frame
@@ -457,7 +466,7 @@ class RtpSession:
         wanted: PCM | None = None
         det = self._detector
         if det is not None:
-            if det.idle and len(frame_in) == det.block and det.config == _BATCH_DTMF_CONFIG:
+            if det.idle and len(frame_in) == det.block and (det is self._batch_det or self._batchable(det)):
                 wanted = frame_in
             else:
                 for digit, ms in det.feed(frame_in):
@@ -479,6 +488,13 @@ class RtpSession:
                 except Exception:
                     log.exception("rtp %s: on_timeout callback failed", self.call_id)
         return wanted
+
+    def _batchable(self, det: GoertzelDetector) -> bool:
+        """Whether the ticker's shared classifier decides exactly like `det` (remembered per detector)."""
+        if det.config == _BATCH_DTMF_CONFIG:
+            self._batch_det = det
+            return True
+        return False
 
     def _dtmf_classified(self, digit: str | None) -> None:
         """The in-band detector's verdict on the frame `_tick_in` returned."""
@@ -502,7 +518,9 @@ class RtpSession:
         if sock is None or self._closed:
             return False
         try:
-            data, anc, _flags, addr = sock.recvmsg(_MAX_DATAGRAM, _ANC_SIZE)
+            # into a preallocated buffer: no bytes object per datagram, and the payload is a slice of a
+            # numpy view of it (the jitter buffer decodes it before the next datagram is read)
+            n, anc, _flags, addr = sock.recvmsg_into(self._rx_bufs, _ANC_SIZE)
         except (BlockingIOError, InterruptedError):
             return False
         except OSError as e:
@@ -512,10 +530,10 @@ class RtpSession:
         arrival: float | None = None
         if realtime_offset is not None and anc:
             level, kind, raw = anc[0]
-            if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS and len(raw) >= 16:
+            if level == _SOL_SOCKET and kind == _SO_TIMESTAMPNS and len(raw) >= 16:
                 sec, nsec = _TIMESPEC.unpack_from(raw)
                 arrival = sec + nsec * 1e-9 - realtime_offset
-        self._on_datagram(data, addr, arrival)
+        self._on_datagram(self._rx_buf, addr, arrival, n)
         return True
 
     def _flush_socket(self) -> None:
@@ -528,10 +546,14 @@ class RtpSession:
             except OSError:
                 return
 
-    def _on_datagram(self, data: bytes, addr: Address, arrival: float | None = None) -> None:
+    def _on_datagram(
+        self, data: bytes | bytearray, addr: Address, arrival: float | None = None, n: int = -1
+    ) -> None:
+        """One datagram: `data[:n]` (all of `data` when n < 0)."""
         if self._closed:
             return
-        n = len(data)
+        if n < 0:
+            n = len(data)
         if n < 12 or data[0] & 0xC0 != 0x80:
             self._malformed += 1
             return
@@ -555,7 +577,7 @@ class RtpSession:
             start, end = 12, n
         else:
             try:
-                start, end = payload_offset(data)
+                start, end = payload_offset(bytes(data[:n]))
             except PacketError:
                 self._malformed += 1
                 return
@@ -564,10 +586,15 @@ class RtpSession:
         self._last_rx = now
         self._packets_received += 1
         self._bytes_received += n
-        self._count_seq(seq, ssrc)
+        if ssrc == self._rx_ssrc and seq - self._rx_max == 1:
+            # the usual case, in order and not wrapping: what _count_seq would do
+            self._rx_max = seq
+            self._rx_received += 1
+        else:
+            self._count_seq(seq, ssrc)
         pt = b1 & 0x7F
         if pt == self._dtmf_pt:
-            self._on_event(data[start:end], ts, now)
+            self._on_event(bytes(data[start:end]), ts, now)
             return
         table = self._decode.get(pt)
         if table is None:
@@ -583,9 +610,11 @@ class RtpSession:
             self._jitter += (abs(d) - self._jitter) / 16.0
         self._jit_last_arrival = now
         self._jit_last_ts = ts
-        status = self._jb.put(
-            ssrc, ts, np.frombuffer(data, dtype=np.uint8, count=end - start, offset=start), table
-        )
+        if data is self._rx_buf:
+            payload = self._rx_view[start:end]
+        else:
+            payload = np.frombuffer(data, dtype=np.uint8, count=end - start, offset=start)
+        status = self._jb.put(ssrc, ts, payload, table)
         if status == DUPLICATE:
             self._rx_received -= 1
 

@@ -64,3 +64,35 @@ def test_goertzel_rejects_short_blips_speechlike_audio_and_single_tones() -> Non
     assert detect((8000 * np.sin(2 * np.pi * 697 * t)).astype(np.int16)) == []  # one row tone only
     assert detect(sequence("7", on_ms=20)) == []  # below the 40 ms minimum
     assert detect(sequence("7", level=-50.0)) == []  # too quiet
+
+
+def test_goertzel_classify_many_matches_classify_block_by_block() -> None:
+    """The ticker classifies all sessions' frames in one call: it must decide exactly like classify()."""
+    rng = np.random.default_rng(3)
+    blocks = []
+    for d in EVENTS:
+        for level in (-10.0, -30.0, -45.0):
+            blocks += frames_of(tone(d, 60, level_dbfs=level))
+    blocks += [
+        (rng.standard_normal(160) * a).astype(np.int16) for a in (0, 30, 3000, 20000) for _ in range(8)
+    ]
+    t = np.arange(160) / 8000
+    for f in np.linspace(600.0, 1700.0, 60):  # chords and near-misses around the DTMF grid
+        blocks.append(
+            (8000 * np.sin(2 * np.pi * f * t) + 6000 * np.sin(2 * np.pi * 1.6 * f * t)).astype(np.int16)
+        )
+    det = GoertzelDetector()
+    one_by_one = [det.classify(b) for b in blocks]
+    assert sum(d is not None for d in one_by_one) >= 2 * len(EVENTS)  # the set has digits and non-digits
+    assert det.classify_many(np.stack(blocks)) == one_by_one
+    assert det.classify_many(np.zeros((0, 160), dtype=np.int16)) == []
+
+
+def test_goertzel_step_after_classify_many_reports_like_feed() -> None:
+    pcm = sequence("7#")
+    frames = frames_of(pcm)
+    batch = GoertzelDetector()
+    got: list[tuple[str, int]] = []
+    for d in batch.classify_many(np.stack(frames)):
+        got += batch.step(d)
+    assert got + batch.flush() == detect(pcm)
