@@ -2,7 +2,7 @@
 FROM python:3.11-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
-    OUTCALL_MODELS_DIR=/opt/outcall/models OUTCALL_DB=/data/outcall.db
+    OUTCALL_MODELS_DIR=/opt/outcall/models OUTCALL_DB=/data/outcall.db OUTCALL_DIALPLANS_DIR=/data/dialplans
 
 # sox/espeak-ng for audio tools and the TTS fallback; nodejs+npm only to unpack the Kokoro voices at build.
 RUN apt-get update \
@@ -16,7 +16,8 @@ COPY gateway gateway
 COPY models models
 COPY dialplans dialplans
 COPY outcall outcall
-RUN pip install --upgrade pip && pip install '.[speech]' \
+# torch first and alone, pinned: pass PIP_INDEX_URL/PIP_EXTRA_INDEX_URL for its CPU-only build
+RUN pip install --upgrade pip && pip install torch==2.13.0 && pip install '.[speech,nlu]' \
  && python -m models.install --dest /opt/outcall/models \
  && apt-get purge -y npm && apt-get autoremove -y
 

@@ -19,7 +19,8 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -e '.[dev,speech]'
+	$(PIP) install -q torch==2.13.0  # first and alone: the CPU build, never the CUDA one
+	$(PIP) install -q -e '.[dev,speech,nlu]'
 	touch $@
 
 # Real SIP peers and audio tools: the missing ones are installed with apt when we are root.

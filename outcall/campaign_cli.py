@@ -210,6 +210,8 @@ async def run_campaign(
     clock: Clock | None = None,
     until_idle: bool = False,
     tick_s: float = 0.2,
+    max_idle_s: float = 60.0,
+    follow_s: float | None = None,
 ) -> LoopStats:
     """Run the scheduler for a campaign over the store until stopped (or idle). Leases are renewed while
     calls run; the campaign's stored status is followed (pause/resume/stop from another process)."""
@@ -223,12 +225,13 @@ async def run_campaign(
         dialer,
         clock=clk,
         tick_s=tick_s,
+        max_idle_s=max_idle_s,
         on_event=lambda a: log.warning("ALERT %s", a.model_dump_json()),
     )
 
     async def follow() -> None:
         while loop.status is not CampaignStatus.STOPPED:
-            await clk.sleep(max(1.0, store.lease_s / 3))
+            await clk.sleep(follow_s if follow_s is not None else max(1.0, store.lease_s / 3))
             await store.renew(clk.now())
             st = await store.campaign_status(name)
             if st is CampaignStatus.STOPPED:
@@ -259,6 +262,11 @@ async def _run_live(name: str, until_idle: bool) -> LoopStats:
     store = _store()
     cfg, _st = store.get_campaign_sync(name)
     plans = {p: dialplans.get(p) for p in [cfg.dialplan, *cfg.variants]}
+    from outcall.delivery import open_delivery
+
+    # outcomes are enqueued with the attempt's transaction; MQTT control (pause/resume/converted) applies
+    # to the stored campaign, which the loop follows
+    delivery = (await open_delivery(settings, store, control_store=store, control_campaign=name)).start()
     speech = build_speech(settings)
     ua = await start_ua(settings)
     router = TrunkRouter(ua, settings.all_trunks())
@@ -293,6 +301,8 @@ async def _run_live(name: str, until_idle: bool) -> LoopStats:
     finally:
         await ua.close()
         speech.close()
+        await delivery.flush()
+        await delivery.close()
 
 
 def cmd_run(args: argparse.Namespace) -> int:

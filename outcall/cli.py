@@ -184,15 +184,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from gateway.store.sqlite import SqliteStore
-    from outcall.api.app import create_app
+    """API + campaign scheduler (+ gateway, started on the first call) in one process."""
+    from outcall.serve import serve
     from outcall.settings import load_settings
 
-    settings = load_settings()
-    app = create_app(settings, SqliteStore(settings.db))
-    uvicorn.run(app, host=args.host, port=args.port, log_level=settings.log_level.lower())
+    asyncio.run(serve(load_settings(), args.host, args.port))
     return 0
 
 
@@ -252,17 +248,34 @@ def build_parser() -> argparse.ArgumentParser:
     sc = dps.add_parser("schema", help="print the dialplan JSON Schema")
     sc.set_defaults(fn=cmd_dialplan_schema)
 
-    sv = sub.add_parser("serve", help="run the HTTP API")
+    sv = sub.add_parser("serve", help="run the HTTP API and the campaign scheduler")
     sv.add_argument("--host", default="127.0.0.1")
     sv.add_argument("--port", type=int, default=8080)
     sv.set_defaults(fn=cmd_serve)
 
+    # --- NLU model: `outcall models train|eval`, `outcall nlu classify` (outcall/models_cli.py) ---
+    from outcall import models_cli
+
+    models_cli.add_parsers(sub)
+    # --- end NLU block ---
 
     # --- campaigns and DNC (issue 8): outcall/campaign_cli.py ---
     from outcall.campaign_cli import add_parsers as add_campaign_parsers
 
     add_campaign_parsers(sub)
     # --- end campaigns ---
+
+    # --- API tokens (issue 8, HTTP API): `outcall token create|list|revoke` (outcall/token_cli.py) ---
+    from outcall.token_cli import add_parsers as add_token_parsers
+
+    add_token_parsers(sub)
+    # --- end API tokens ---
+
+    # --- outcome delivery (issue 9): `outcall outbox ...`, `outcall outcomes export` (outbox_cli.py) ---
+    from outcall import outbox_cli
+
+    outbox_cli.add_parsers(sub)
+    # --- end outcome delivery ---
     return ap
 
 

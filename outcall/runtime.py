@@ -67,9 +67,27 @@ class Speech:
                 log.exception("closing a model failed")
 
 
+def build_classifier(models_dir: Path, closers: list[Any]) -> Classifier:
+    """The fine-tuned e5 classifier (its rules layer catches do-not-call/complaints), or rules-v1 alone
+    when the NLU model is not installed (`make models` builds var/models/nlu-base)."""
+    from models.nlu.rules import RulesClassifier
+
+    try:
+        from models.nlu.classifier import TransformerClassifier, nlu_base_dir
+    except ImportError as exc:  # torch not installed
+        log.warning("NLU model unavailable (%s); using the rules classifier", exc)
+        return RulesClassifier()
+    base = nlu_base_dir(models_dir)
+    if not base.is_dir():
+        log.warning("NLU model not installed in %s; using the rules classifier (run `make models`)", base)
+        return RulesClassifier()
+    clf = TransformerClassifier(base)
+    closers.append(clf.close)
+    return clf
+
+
 def build_speech(settings: Settings) -> Speech:
     """Load ASR, classifier and TTS once. A missing/corrupt model raises ModelError naming the fix."""
-    from models.nlu.rules import RulesClassifier
     from models.tts.cache import PromptCache
 
     models_dir = Path(settings.models_dir)
@@ -108,7 +126,8 @@ def build_speech(settings: Settings) -> Speech:
     if hasattr(synth, "close"):
         closers.append(synth.close)
     cached = PromptCache(synth, models_dir / "cache")
-    return Speech(recognizer=recognizer, classifier=RulesClassifier(), synthesizer=cached, closers=closers)
+    classifier = build_classifier(models_dir, closers)
+    return Speech(recognizer=recognizer, classifier=classifier, synthesizer=cached, closers=closers)
 
 
 def static_prompts(plan: Dialplan) -> list[str]:
@@ -235,6 +254,9 @@ async def place_one_call(
     plan_dir = dialplans.resolve(dialplan).resolve().parent
     settings.trunk(trunk)  # unknown trunk: fail before loading models
     store = SqliteStore(settings.db)
+    from outcall.delivery import open_delivery
+
+    delivery = await open_delivery(settings, store, publish_timeout_s=3.0)  # outbox rows with the outcome
     speech = build_speech(settings)
     ua = await start_ua(settings)
     router = TrunkRouter(ua, settings.all_trunks())
@@ -252,8 +274,10 @@ async def place_one_call(
             plan_dir=plan_dir,
         )
         await store.save_outcome(outcome)
+        await delivery.flush()  # a broker/endpoint that is down never fails the call: the row waits
         return outcome
     finally:
         await ua.close()
         speech.close()
+        await delivery.close()
         store.close()

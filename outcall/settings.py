@@ -12,6 +12,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from engine.errors import ConfigError
 from engine.trunk import Trunk
+from gateway.webhook import WebhookConfig
 
 
 class _TomlSource(PydanticBaseSettingsSource):
@@ -48,8 +49,19 @@ class Settings(BaseSettings):
     models_dir: str = Field("var/models", description="where `make models` put the speech models")
     tts: Literal["kokoro", "espeak"] = "kokoro"
     mqtt_url: str | None = Field(None, description="mqtt://host:port for outcome publishing")
+    webhooks: list[WebhookConfig] = Field(
+        default_factory=list,
+        description="outcome webhooks: OUTCALL_WEBHOOKS as a JSON list, or [[webhooks]] in the TOML "
+        "(url, secret or secret_env, name, filters)",
+    )
+    outbox_max_attempts: int = Field(12, ge=1, description="delivery attempts before a row is dead")
     log_level: str = "INFO"
-    api_token: SecretStr | None = Field(None, description="bearer token the HTTP API requires")
+    api_token: SecretStr | None = Field(
+        None, description="an admin bearer token for the HTTP API (more: `outcall token create`)"
+    )
+    dialplans_dir: str = Field(
+        "var/dialplans", description="where dialplans edited through the API are saved (shadow shipped ones)"
+    )
     trunks: list[Trunk] = Field(default_factory=list, description="several trunks, from the TOML file")
 
     @classmethod

@@ -5,9 +5,8 @@ key on the phone number keeps a number from being dialed twice across campaigns 
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -16,6 +15,8 @@ import psycopg
 from engine.errors import ConfigError
 from engine.outcome import CallOutcome
 from gateway.store.campaigns import CampaignStore, Cursor
+from gateway.store.outbox import POSTGRES_SCHEMA as OUTBOX_SCHEMA
+from gateway.store.outbox import OutboxStore, SinkSpec, load_outcome
 from gateway.store.sqlite import OUTCOME_INSERT, outcome_row
 
 SCHEMA = """
@@ -58,7 +59,7 @@ CREATE INDEX IF NOT EXISTS answered_phone ON answered(phone, at);
 """
 
 
-class PostgresStore(CampaignStore):
+class PostgresStore(CampaignStore, OutboxStore):
     skip_locked = "FOR UPDATE SKIP LOCKED"
 
     def __init__(self, url: str, *, node: str = "local", lease_s: float = 300.0) -> None:
@@ -70,7 +71,7 @@ class PostgresStore(CampaignStore):
             self._db = psycopg.connect(url, autocommit=True)
             with self._db.transaction():
                 self._db.execute("SELECT pg_advisory_xact_lock(770001)")  # nodes racing to create tables
-                for stmt in SCHEMA.split(";"):
+                for stmt in (SCHEMA + OUTBOX_SCHEMA).split(";"):
                     if stmt.strip():
                         self._db.execute(stmt.encode())
         except psycopg.Error as e:
@@ -87,27 +88,23 @@ class PostgresStore(CampaignStore):
         with self._lock, self._db.transaction(), self._db.cursor() as cur:
             yield cur
 
-    def _save_outcome(self, cur: Cursor, o: CallOutcome) -> None:
+    def _save_outcome(self, cur: Cursor, o: CallOutcome, sinks: Sequence[SinkSpec] | None = None) -> None:
         cur.execute(self._q(OUTCOME_INSERT), outcome_row(o))
+        self._enqueue(cur, o, sinks)
 
-    def save_outcome_sync(self, o: CallOutcome) -> None:
+    def save_outcome_sync(self, o: CallOutcome, sinks: Sequence[SinkSpec] | None = None) -> None:
+        """Store an outcome and enqueue its deliveries atomically (one transaction)."""
         with self._tx() as cur:
-            self._save_outcome(cur, o)
+            self._save_outcome(cur, o, sinks)
 
-    async def save_outcome(self, o: CallOutcome) -> None:
-        await asyncio.to_thread(self.save_outcome_sync, o)
+    async def save_outcome(self, o: CallOutcome, sinks: Sequence[SinkSpec] | None = None) -> None:
+        await asyncio.to_thread(self.save_outcome_sync, o, sinks)
 
     def _select(self, sql: str, params: tuple[Any, ...]) -> list[CallOutcome]:
         with self._tx(write=False) as cur:
             cur.execute(self._q(sql), params)
             rows = cur.fetchall()
-        out = []
-        for (body,) in rows:
-            data = json.loads(body)
-            for k in ("carrier_status", "duration_s", "talk_s"):
-                data.pop(k, None)
-            out.append(CallOutcome.model_validate(data))
-        return out
+        return [load_outcome(body) for (body,) in rows]
 
     async def get_outcome(self, call_id: str) -> CallOutcome | None:
         found = await asyncio.to_thread(self._select, "SELECT body FROM outcomes WHERE call_id=?", (call_id,))

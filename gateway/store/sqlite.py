@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,8 @@ from typing import Any
 from engine.errors import ConfigError
 from engine.outcome import CallOutcome
 from gateway.store.campaigns import CampaignStore, Cursor
+from gateway.store.outbox import SQLITE_SCHEMA as OUTBOX_SCHEMA
+from gateway.store.outbox import OutboxStore, SinkSpec, load_outcome
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS outcomes (
@@ -121,9 +122,9 @@ def outcome_row(o: CallOutcome) -> tuple[Any, ...]:
     )
 
 
-class SqliteStore(CampaignStore):
-    """Outcomes plus the campaign tables. Several processes may share one file: claims run in
-    `BEGIN IMMEDIATE` transactions (one writer at a time), so no number is claimed twice."""
+class SqliteStore(CampaignStore, OutboxStore):
+    """Outcomes, their delivery outbox and the campaign tables. Several processes may share one file:
+    claims run in `BEGIN IMMEDIATE` transactions (one writer at a time), so no number is claimed twice."""
 
     def __init__(self, path: str | Path, *, node: str = "local", lease_s: float = 300.0) -> None:
         self.path = str(path)
@@ -137,7 +138,7 @@ class SqliteStore(CampaignStore):
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA busy_timeout=5000")
-            self._db.executescript(SCHEMA)
+            self._db.executescript(SCHEMA + OUTBOX_SCHEMA)
         except sqlite3.Error as e:
             raise ConfigError(
                 f"cannot open database {self.path!r}: {e}",
@@ -159,28 +160,27 @@ class SqliteStore(CampaignStore):
             finally:
                 cur.close()
 
-    def _save_outcome(self, cur: Cursor, o: CallOutcome) -> None:
+    def _save_outcome(self, cur: Cursor, o: CallOutcome, sinks: Sequence[SinkSpec] | None = None) -> None:
+        """The outcome row and its outbox rows (``sinks``, default ``outbox_sinks``), in the caller's
+        transaction."""
         cur.execute(OUTCOME_INSERT, outcome_row(o))
+        self._enqueue(cur, o, sinks)
 
     def _run(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
             cur = self._db.execute(sql, params)
             return cur.fetchall()
 
-    def save_outcome_sync(self, o: CallOutcome) -> None:
-        self._run(OUTCOME_INSERT, outcome_row(o))
+    def save_outcome_sync(self, o: CallOutcome, sinks: Sequence[SinkSpec] | None = None) -> None:
+        """Store an outcome and enqueue its deliveries atomically (one transaction)."""
+        with self._tx() as cur:
+            self._save_outcome(cur, o, sinks)
 
-    async def save_outcome(self, o: CallOutcome) -> None:
-        await asyncio.to_thread(self.save_outcome_sync, o)
+    async def save_outcome(self, o: CallOutcome, sinks: Sequence[SinkSpec] | None = None) -> None:
+        await asyncio.to_thread(self.save_outcome_sync, o, sinks)
 
     def _load(self, rows: list[tuple[Any, ...]]) -> list[CallOutcome]:
-        out = []
-        for (body,) in rows:
-            data = json.loads(body)
-            for k in ("carrier_status", "duration_s", "talk_s"):
-                data.pop(k, None)
-            out.append(CallOutcome.model_validate(data))
-        return out
+        return [load_outcome(body) for (body,) in rows]
 
     async def get_outcome(self, call_id: str) -> CallOutcome | None:
         rows = await asyncio.to_thread(self._run, "SELECT body FROM outcomes WHERE call_id=?", (call_id,))

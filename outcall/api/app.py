@@ -1,50 +1,46 @@
-"""The FastAPI app. Only /healthz is open; everything under /api/v1 needs the bearer token."""
+"""The FastAPI app. Only /healthz is open; /metrics and everything under /api/v1 need a bearer token
+whose role allows the call (see outcall.api.deps). Errors are RFC 9457 problem+json. Built by
+`create_app(settings, store)` from main; nothing is read at import time."""
 
 from __future__ import annotations
 
-import hmac
-from typing import Annotated, Any
+from fastapi import FastAPI
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-
-from gateway.store.sqlite import SqliteStore
+from gateway.store.auth import AuthStore
+from gateway.store.campaigns import CampaignStore
+from gateway.store.reports import Reports
 from outcall import __version__
+from outcall.api import problems
+from outcall.api.deps import Context, SchedulerView
+from outcall.api.routers import admin, calls, campaigns, contacts, dialplans, dnc, health
+from outcall.dialplan_library import DialplanLibrary
 from outcall.settings import Settings
 
-_bearer = HTTPBearer(auto_error=False)
+DESCRIPTION = """
+AI voice outbound calls: campaigns, call lists, DNC, dialplans, call outcomes and stats.
+
+**Auth**: `Authorization: Bearer <token>`. Tokens come from `outcall token create --role R`
+(stored hashed) or OUTCALL_API_TOKEN (admin). Roles: **viewer** reads (phone numbers masked),
+**designer** edits and tests dialplans, **manager** runs campaigns, contacts and DNC,
+**admin** everything, including tokens and the audit log.
+
+**Errors**: `application/problem+json` (RFC 9457). **Lists**: `limit`/`offset` with `total` and `next`.
+"""
 
 
-def create_app(settings: Settings, store: SqliteStore) -> FastAPI:
-    app = FastAPI(title="outcall", version=__version__)
-
-    def require_token(
-        cred: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-    ) -> None:
-        expected = settings.api_token.get_secret_value() if settings.api_token else None
-        if expected is None:
-            raise HTTPException(503, "the API is disabled: set OUTCALL_API_TOKEN")
-        if cred is None or not hmac.compare_digest(cred.credentials, expected):
-            raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
-
-    @app.get("/healthz")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok", "version": __version__}
-
-    calls = APIRouter(prefix="/api/v1/calls", dependencies=[Depends(require_token)], tags=["calls"])
-
-    @calls.get("")
-    async def list_calls(
-        campaign: str | None = None, limit: Annotated[int, Query(ge=1, le=1000)] = 100
-    ) -> list[dict[str, Any]]:
-        return [o.model_dump(mode="json") for o in await store.list_outcomes(campaign=campaign, limit=limit)]
-
-    @calls.get("/{call_id}")
-    async def get_call(call_id: str) -> dict[str, Any]:
-        o = await store.get_outcome(call_id)
-        if o is None:
-            raise HTTPException(404, f"no call {call_id}")
-        return o.model_dump(mode="json")
-
-    app.include_router(calls)
+def create_app(
+    settings: Settings, store: CampaignStore, *, scheduler: SchedulerView | None = None
+) -> FastAPI:
+    app = FastAPI(title="outcall", version=__version__, description=DESCRIPTION)
+    app.state.ctx = Context(
+        settings=settings,
+        store=store,
+        auth=AuthStore(store),
+        reports=Reports(store),
+        library=DialplanLibrary(settings.dialplans_dir),
+        scheduler=scheduler,
+    )
+    problems.install(app)
+    for r in (health, campaigns, contacts, dnc, dialplans, calls, admin):
+        app.include_router(r.router)
     return app

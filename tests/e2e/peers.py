@@ -1045,8 +1045,9 @@ class Kamailio:
 class Mosquitto:
     """mosquitto MQTT broker on 127.0.0.1:``port`` (anonymous). ``restart()`` keeps the port."""
 
-    def __init__(self, *, workdir: Path | None = None) -> None:
+    def __init__(self, *, workdir: Path | None = None, persistence: bool = False) -> None:
         self.workdir = _mkworkdir(workdir, "mosquitto")
+        self.persistence = persistence  # keep sessions and queued QoS 1 messages across restart()
         self.host = LOOPBACK
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
@@ -1056,10 +1057,18 @@ class Mosquitto:
     def log_text(self) -> str:
         return _read(self.log_path)
 
+    def _persist_conf(self) -> str:
+        """mosquitto started as root drops to the `mosquitto` user, which cannot write into our private
+        temp folders: stay root for the database (tests only)."""
+        path = self.workdir / "db"
+        path.mkdir(exist_ok=True)
+        return f"persistence_location {path}/\n" + ("user root\n" if os.geteuid() == 0 else "")
+
     def _spawn(self) -> None:
         self.conf_path.write_text(
             f"listener {self.port} {self.host}\nallow_anonymous true\n"
-            f"persistence false\nlog_dest stderr\nlog_type all\n"
+            f"persistence {'true' if self.persistence else 'false'}\nlog_dest stderr\nlog_type all\n"
+            + (self._persist_conf() if self.persistence else "")
         )
         with self.log_path.open("ab") as out:
             self.proc = subprocess.Popen(

@@ -91,7 +91,7 @@ def test_api_needs_token(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     assert client.get("/api/v1/calls").status_code == 401
     assert client.get("/api/v1/calls", headers={"Authorization": "Bearer wrong"}).status_code == 401
     r = client.get("/api/v1/calls", headers={"Authorization": "Bearer tok-123"})
-    assert r.status_code == 200 and r.json() == []
+    assert r.status_code == 200 and r.json()["items"] == [] and r.json()["total"] == 0
 
 
 async def test_recorded_prompts_load_resampled_and_fail_clearly(tmp_path: Path) -> None:

@@ -1,0 +1,120 @@
+"""/api/v1/campaigns: CRUD, start/pause/resume/stop, stats."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from pydantic import ValidationError
+
+from engine.campaign.scheduler import CampaignConfig, CampaignStatus
+from engine.errors import ConfigError, DialplanError
+from gateway.store.reports import CallFilter
+from outcall.api.deps import Context, CtxDep, Manager, Page, Paging, Reader, page
+from outcall.api.problems import Problem
+from outcall.api.schemas import CampaignCreate, CampaignPublic, CampaignStats, CampaignUpdate
+from outcall.campaign_cli import transition
+
+router = APIRouter(prefix="/api/v1/campaigns", tags=["campaigns"])
+
+
+def get_campaign(c: Context, name: str) -> dict[str, Any]:
+    found = c.reports.campaign(name)
+    if found is None:
+        raise Problem(404, f"no campaign named {name!r}", kind="not-found")
+    return found
+
+
+def _check_dialplans(c: Context, cfg: CampaignConfig) -> None:
+    for plan in [cfg.dialplan, *cfg.variants]:
+        try:
+            c.library.resolve(plan)
+        except DialplanError as e:
+            raise Problem(422, str(e), kind="unknown-dialplan") from e
+
+
+@router.get("", response_model=Page[CampaignPublic])
+def list_campaigns(
+    request: Request, c: CtxDep, who: Reader, p: Paging, status: CampaignStatus | None = None
+) -> Page[Any]:
+    items, total = c.reports.campaigns(
+        status=status.value if status else None, limit=p.limit, offset=p.offset
+    )
+    return page(request, items, total, p)
+
+
+@router.post("", status_code=201, response_model=CampaignPublic)
+def create_campaign(body: CampaignCreate, c: CtxDep, who: Manager) -> dict[str, Any]:
+    cfg = CampaignConfig.model_validate(body.model_dump())
+    _check_dialplans(c, cfg)
+    try:
+        c.store.create_campaign_sync(cfg, now=datetime.now(UTC).timestamp())
+    except ConfigError as e:
+        raise Problem(409, str(e.args[0]), kind="conflict") from e
+    return get_campaign(c, cfg.name)
+
+
+@router.get("/{name}", response_model=CampaignPublic)
+def read_campaign(name: str, c: CtxDep, who: Reader) -> dict[str, Any]:
+    return get_campaign(c, name)
+
+
+@router.patch("/{name}", response_model=CampaignPublic)
+def update_campaign(name: str, body: CampaignUpdate, c: CtxDep, who: Manager) -> dict[str, Any]:
+    cur: CampaignConfig = get_campaign(c, name)["config"]
+    try:
+        cfg = CampaignConfig.model_validate({**cur.model_dump(), **body.model_dump(exclude_unset=True)})
+    except ValidationError as e:
+        raise Problem(422, str(e), kind="validation") from e
+    _check_dialplans(c, cfg)
+    c.store.update_campaign_sync(cfg)
+    return get_campaign(c, name)
+
+
+@router.delete("/{name}", status_code=204)
+def delete_campaign(name: str, c: CtxDep, who: Manager) -> Response:
+    if get_campaign(c, name)["status"] == CampaignStatus.RUNNING.value:
+        raise Problem(409, f"campaign {name!r} is running", kind="conflict", hint="stop it first")
+    c.store.delete_campaign_sync(name)
+    return Response(status_code=204)
+
+
+def _transition(c: Context, name: str, verb: str) -> dict[str, Any]:
+    get_campaign(c, name)
+    try:
+        transition(c.store, name, verb)
+    except ConfigError as e:
+        raise Problem(409, str(e.args[0]), kind="bad-transition", hint=e.hint) from e
+    if c.scheduler is not None:
+        c.scheduler.wake()
+    return get_campaign(c, name)
+
+
+@router.post("/{name}/start", response_model=CampaignPublic)
+def start_campaign(name: str, c: CtxDep, who: Manager) -> dict[str, Any]:
+    return _transition(c, name, "start")
+
+
+@router.post("/{name}/pause", response_model=CampaignPublic)
+def pause_campaign(name: str, c: CtxDep, who: Manager) -> dict[str, Any]:
+    return _transition(c, name, "pause")
+
+
+@router.post("/{name}/resume", response_model=CampaignPublic)
+def resume_campaign(name: str, c: CtxDep, who: Manager) -> dict[str, Any]:
+    return _transition(c, name, "resume")
+
+
+@router.post("/{name}/stop", response_model=CampaignPublic)
+def stop_campaign(name: str, c: CtxDep, who: Manager) -> dict[str, Any]:
+    return _transition(c, name, "stop")
+
+
+@router.get("/{name}/stats", response_model=CampaignStats)
+def campaign_stats(name: str, c: CtxDep, who: Reader) -> dict[str, Any]:
+    get_campaign(c, name)
+    stats = c.store.campaign_stats_sync(name)
+    stats["calls"] = c.reports.stats(CallFilter(campaign=name))
+    out: dict[str, Any] = who.view(stats)
+    return out
