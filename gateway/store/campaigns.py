@@ -192,21 +192,9 @@ class CampaignStore:
             if not rows:
                 return
             for r in rows:
-                yield {
-                    "id": r[0],
-                    "phone": r[1],
-                    "name": r[2],
-                    "timezone": r[3],
-                    "consent": None if r[4] is None else bool(r[4]),
-                    "variables": json.loads(r[5]) if r[5] else {},
-                    "priority": r[6],
-                    "variant": r[7],
-                    "state": r[8],
-                    "attempts": r[9],
-                    "last_disposition": r[10],
-                    "last_call_id": r[11],
-                    "next_at": datetime.fromtimestamp(r[12], UTC).isoformat() if r[12] is not None else None,
-                }
+                row = contact_row(r)
+                row["next_at"] = row["next_at"].isoformat() if row["next_at"] is not None else None
+                yield row
             last = rows[-1][0]
 
     def next_due_sync(self, campaign: str) -> datetime | None:
@@ -528,3 +516,23 @@ class CampaignStore:
 
     async def campaign_status(self, name: str) -> CampaignStatus:
         return (await self._call(self.get_campaign_sync, name))[1]
+
+
+def contact_row(r: Any) -> dict[str, Any]:
+    """A contacts row (id, phone, name, tz, consent, variables, priority, variant, state, attempts,
+    last_disposition, last_call_id, next_at) as the dict the CLI export and the API share."""
+    return {
+        "id": int(r[0]),
+        "phone": r[1],
+        "name": r[2],
+        "timezone": r[3],
+        "consent": None if r[4] is None else bool(r[4]),
+        "variables": json.loads(r[5]) if r[5] else {},
+        "priority": r[6],
+        "variant": r[7],
+        "state": r[8],
+        "attempts": r[9],
+        "last_disposition": r[10],
+        "last_call_id": r[11],
+        "next_at": datetime.fromtimestamp(r[12], UTC) if r[12] is not None else None,
+    }

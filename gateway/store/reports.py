@@ -3,7 +3,6 @@ a CampaignStore's transactions (SQLite or Postgres). Every method blocks (SQL): 
 
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass
@@ -11,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from engine.campaign.scheduler import CampaignConfig
-from gateway.store.campaigns import CampaignStore
+from gateway.store.campaigns import CampaignStore, contact_row
 from gateway.store.outbox import load_outcome
 
 CALL_COLS = (
@@ -138,7 +137,7 @@ class Reports:
             f" last_disposition, last_call_id, next_at FROM contacts{w} ORDER BY id LIMIT ? OFFSET ?",
             [*p, limit, offset],
         )
-        return [_contact(r) for r in rows], total
+        return [contact_row(r) for r in rows], total
 
     def contact(self, campaign: str, phone: str) -> dict[str, Any] | None:
         r = self._one(
@@ -146,7 +145,7 @@ class Reports:
             " last_disposition, last_call_id, next_at FROM contacts WHERE campaign=? AND phone=?",
             (campaign, phone),
         )
-        return _contact(r) if r else None
+        return contact_row(r) if r else None
 
     def dnc_count(self, campaign: str | None) -> int:
         if campaign is None:
@@ -272,21 +271,3 @@ class Reports:
             "claims": int(self._one("SELECT count(*) FROM claims")[0]),
             "dnc": int(self._one("SELECT count(*) FROM dnc")[0]),
         }
-
-
-def _contact(r: Any) -> dict[str, Any]:
-    return {
-        "id": int(r[0]),
-        "phone": r[1],
-        "name": r[2],
-        "timezone": r[3],
-        "consent": None if r[4] is None else bool(r[4]),
-        "variables": json.loads(r[5]) if r[5] else {},
-        "priority": r[6],
-        "variant": r[7],
-        "state": r[8],
-        "attempts": r[9],
-        "last_disposition": r[10],
-        "last_call_id": r[11],
-        "next_at": datetime.fromtimestamp(r[12], UTC) if r[12] is not None else None,
-    }
