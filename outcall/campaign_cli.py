@@ -17,10 +17,8 @@ from engine.campaign.scheduler import (
     CampaignConfig,
     CampaignLoop,
     CampaignStatus,
-    Claim,
     Dialer,
     LoopStats,
-    Seat,
 )
 from engine.clock import Clock, RealClock
 from engine.errors import ConfigError, OutcallError
@@ -255,7 +253,7 @@ async def _run_live(name: str, until_idle: bool) -> LoopStats:
     """Dial through the real gateway and models: one run_call per claimed contact."""
     import dialplans
     from gateway.trunks import TrunkRouter
-    from outcall.runtime import build_speech, prerender, run_call, start_ua
+    from outcall.runtime import Speech, build_speech, campaign_dial, start_ua
     from outcall.settings import load_settings
 
     settings = load_settings()
@@ -271,27 +269,11 @@ async def _run_live(name: str, until_idle: bool) -> LoopStats:
     ua = await start_ua(settings)
     router = TrunkRouter(ua, settings.all_trunks())
     try:
-        for plan in plans.values():
-            await prerender(speech, plan)
 
-        async def dial(claim: Claim, seat: Seat) -> Any:
-            c = claim.contact
-            plan = plans.get(c.variant or "", plans[cfg.dialplan])
-            variables = {**({"name": c.name} if c.name else {}), **c.variables}
-            outcome = await run_call(
-                router,
-                speech,
-                plan,
-                c.phone,
-                settings=settings,
-                trunk=cfg.trunk,
-                variables=variables,
-                ring_timeout=cfg.ring_timeout,
-                campaign=cfg.name,
-            )
-            outcome.contact_id = str(c.id)
-            outcome.attempt = claim.attempt_no
-            return outcome
+        async def line() -> tuple[Speech, TrunkRouter]:
+            return speech, router
+
+        dial = campaign_dial(cfg, plans, line, settings=settings)
 
         # run_call cannot report the answer moment, so every call in flight holds an AI seat
         if cfg.pacing != "strict":

@@ -69,13 +69,17 @@ def cmd_dialplan_chat(args: argparse.Namespace) -> int:
     from outcall.dialplan_tools import chat
 
     plan = dialplans.get(args.name)
-    return chat(plan.with_variant(args.variant), variables=_vars(args.var))
+    from outcall.dialplan_tools import load_classifier
+
+    clf = load_classifier(args.classifier)
+    return chat(plan.with_variant(args.variant), variables=_vars(args.var), classifier=clf)
 
 
 def cmd_dialplan_test(args: argparse.Namespace) -> int:
-    from outcall.dialplan_tools import find_tests, format_results, run_test_file
+    from outcall.dialplan_tools import find_tests, format_results, load_classifier, run_test_file
 
-    results = [run_test_file(p, pin=args.pin) for p in find_tests(args.target)]
+    clf = load_classifier(args.classifier) if args.classifier else None  # None: each file's own classifier
+    results = [run_test_file(p, clf, pin=args.pin) for p in find_tests(args.target)]
     _out(format_results(results))
     return 0 if all(r.ok for r in results) else 1
 
@@ -225,12 +229,21 @@ def build_parser() -> argparse.ArgumentParser:
     ch.add_argument("name", help="shipped dialplan name or a YAML path")
     ch.add_argument("--var", action="append", default=[], metavar="K=V")
     ch.add_argument("--variant", default=None, help="an A/B variant to run")
+    ch.add_argument(
+        "--classifier", choices=["runtime", "rules"], default="runtime", help="runtime: the one calls use"
+    )
     ch.set_defaults(fn=cmd_dialplan_chat)
     te = dps.add_parser("test", help="run conversation tests (dialplans/tests/*.yaml); exit 1 on failure")
     te.add_argument(
         "target", nargs="?", default=None, help="dialplan name, plan path or test file (default: all)"
     )
     te.add_argument("--pin", action="store_true", help="record this classifier's branches in <test>.pin.json")
+    te.add_argument(
+        "--classifier",
+        choices=["runtime", "rules"],
+        default=None,
+        help="default: the one each test file names (classifier:); runtime: the one calls use",
+    )
     te.set_defaults(fn=cmd_dialplan_test)
     gr = dps.add_parser("graph", help="print the dialplan as a graph")
     gr.add_argument("name")

@@ -16,9 +16,13 @@ import numpy as np
 
 import dialplans
 from engine.audio import PCM
-from engine.call.session import CallSession
+from engine.call.session import CallSession, SessionConfig
+from engine.campaign.calendar import Calendar, zone
+from engine.campaign.contacts import Contact, contact_timezone
+from engine.campaign.scheduler import CampaignConfig, Claim, Seat
 from engine.dialog import prompts
 from engine.dialog.schema import Dialplan
+from engine.dialog.timeparse import DEFAULT_WINDOW
 from engine.errors import ConfigError, ModelError, TelephonyError
 from engine.outcome import CallOutcome
 from engine.ports import Classifier, Recognizer, Synthesizer, Transcript
@@ -200,8 +204,10 @@ async def run_call(
     ring_timeout: float = 45.0,
     campaign: str | None = None,
     plan_dir: Path | None = None,
+    config: SessionConfig | None = None,
 ) -> CallOutcome:
-    """Dial one target and hold the whole conversation. `plan_dir` resolves recorded (`wav:`) prompts."""
+    """Dial one target and hold the whole conversation. `plan_dir` resolves recorded (`wav:`) prompts;
+    `config` carries the campaign's calling window and the callee's time zone into the session."""
     tr = settings.trunk(trunk)
     caller_id = tr.caller_ids[0] if tr.caller_ids else None
     started = datetime.now(UTC)
@@ -235,9 +241,61 @@ async def run_call(
         synthesizer=speech.synthesizer,
         variables={"phone": target, **(variables or {})},
         campaign=campaign,
+        config=config,
         prompt_audio=wav_loader(plan_dir or dialplans.DIR),
     )
     return await session.run()
+
+
+def session_config_for(cfg: CampaignConfig, contact: Contact, at: datetime) -> SessionConfig:
+    """The campaign's calling window on the callee's local day and the callee's zone, so a call-back
+    time the callee asks for is clamped into hours this campaign may call."""
+    tz = contact_timezone(contact, cfg.timezone)
+    z = zone(tz)
+    windows = Calendar(cfg.hours).windows_on(at.astimezone(z).date())
+    window = (windows[0][0], max(b for _a, b in windows)) if windows else DEFAULT_WINDOW
+    return SessionConfig(calling_window=window, tz=z)
+
+
+def campaign_dial(
+    cfg: CampaignConfig,
+    plans: dict[str, Dialplan],
+    line: Callable[[], Awaitable[tuple[Speech, UserAgent | TrunkRouter]]],
+    *,
+    settings: Settings,
+    plan_dirs: dict[str, Path] | None = None,
+) -> Callable[[Claim, Seat], Awaitable[CallOutcome]]:
+    """The scheduler's Dialer for one campaign: pick the contact's A/B variant, dial it through the real
+    gateway and models with the campaign's window and the contact's zone, and tag the outcome.
+    `line()` gives the speech stack and line provider (built lazily by `outcall serve`)."""
+    rendered: set[str] = set()
+
+    async def dial(claim: Claim, seat: Seat) -> CallOutcome:
+        speech, router = await line()
+        c = claim.contact
+        key = c.variant if c.variant in plans else cfg.dialplan
+        plan = plans[key]
+        if key not in rendered:
+            await prerender(speech, plan)
+            rendered.add(key)
+        outcome = await run_call(
+            router,
+            speech,
+            plan,
+            c.phone,
+            settings=settings,
+            trunk=cfg.trunk,
+            variables={**({"name": c.name} if c.name else {}), **c.variables},
+            ring_timeout=cfg.ring_timeout,
+            campaign=cfg.name,
+            plan_dir=(plan_dirs or {}).get(key),
+            config=session_config_for(cfg, c, datetime.now(UTC)),
+        )
+        outcome.contact_id = str(c.id)
+        outcome.attempt = claim.attempt_no
+        return outcome
+
+    return dial
 
 
 async def place_one_call(

@@ -12,13 +12,17 @@ import contextlib
 import logging
 import socket
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.campaign.scheduler import CampaignStatus, Claim, Dialer, Seat
 from gateway.store.campaigns import CampaignStore
 from gateway.store.reports import Reports
 from outcall.dialplan_library import DialplanLibrary
 from outcall.settings import Settings
+
+if TYPE_CHECKING:
+    from gateway.trunks import TrunkRouter
+    from outcall.runtime import Speech
 
 log = logging.getLogger("outcall.serve")
 
@@ -33,7 +37,6 @@ class LiveRuntime:
         self.library = library
         self._lock = asyncio.Lock()
         self._built: tuple[Any, Any, Any] | None = None
-        self._rendered: set[str] = set()
 
     async def _build(self) -> tuple[Any, Any, Any]:
         async with self._lock:
@@ -52,7 +55,7 @@ class LiveRuntime:
             return self._built
 
     async def dialer(self, campaign: str, store: CampaignStore) -> Dialer:
-        from outcall.runtime import prerender, run_call
+        from outcall.runtime import campaign_dial
 
         cfg, _st = await asyncio.to_thread(store.get_campaign_sync, campaign)
         if cfg.pacing != "strict":  # run_call cannot report the answer moment: every call holds a seat
@@ -62,31 +65,11 @@ class LiveRuntime:
         plans = {n: await asyncio.to_thread(self.library.get, n) for n in names}
         dirs = {n: (await asyncio.to_thread(self.library.resolve, n)).resolve().parent for n in names}
 
-        async def dial(claim: Claim, seat: Seat) -> Any:
+        async def line() -> tuple[Speech, TrunkRouter]:
             speech, _ua, router = await self._build()
-            c = claim.contact
-            key = c.variant if c.variant in plans else cfg.dialplan
-            plan = plans[key]
-            if key not in self._rendered:
-                await prerender(speech, plan)
-                self._rendered.add(key)
-            outcome = await run_call(
-                router,
-                speech,
-                plan,
-                c.phone,
-                settings=self.settings,
-                trunk=cfg.trunk,
-                variables={**({"name": c.name} if c.name else {}), **c.variables},
-                ring_timeout=cfg.ring_timeout,
-                campaign=cfg.name,
-                plan_dir=dirs[key],
-            )
-            outcome.contact_id = str(c.id)
-            outcome.attempt = claim.attempt_no
-            return outcome
+            return speech, router
 
-        return dial
+        return campaign_dial(cfg, plans, line, settings=self.settings, plan_dirs=dirs)
 
     async def close(self) -> None:
         if self._built is not None:

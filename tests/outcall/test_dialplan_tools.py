@@ -14,7 +14,7 @@ from engine.dispositions import Disposition
 from engine.outcome import CallOutcome
 from gateway.store.sqlite import SqliteStore
 from outcall.cli import main
-from outcall.dialplan_tools import chat, graph, inbox_rows
+from outcall.dialplan_tools import chat, default_classifier, graph, inbox_rows, load_classifier
 
 
 def test_chat_reads_a_pipe_and_shows_node_intent_and_variables() -> None:
@@ -25,6 +25,7 @@ def test_chat_reads_a_pipe_and_shows_node_intent_and_variables() -> None:
         variables={"brand": "测试教育"},
         stdin=io.StringIO(script),
         stdout=out,
+        classifier=default_classifier(),
     )
     text = out.getvalue()
     assert "bot[preamble]: 您好，我是测试教育的智能助理。" in text
@@ -116,3 +117,14 @@ def test_inbox_exports_no_match_words_from_stored_outcomes(
     )
     assert main(["dialplan", "inbox", "trial-class-zh", "--db", str(db), "--format", "examples"]) == 0
     assert capsys.readouterr().out.strip() == '- "听不懂0"'
+
+
+def test_designer_classifier_choice_matches_what_calls_use() -> None:
+    """The chat's default is the classifier calls use; a test file's `classifier:` picks its own."""
+    from models.nlu.rules import RulesClassifier
+    from outcall.dialplan_tools import runtime_classifier
+
+    assert isinstance(load_classifier("rules-v1"), RulesClassifier)
+    assert isinstance(load_classifier("rules"), RulesClassifier)
+    assert load_classifier("runtime") is runtime_classifier()  # loaded once per process
+    assert load_classifier("e5-lora@20261123") is runtime_classifier()

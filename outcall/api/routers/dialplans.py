@@ -160,5 +160,6 @@ def _run_tests(c: Context, name: str, body: DialplanTestRun | None) -> dict[str,
 def run_dialplan_tests(
     name: str, c: CtxDep, who: Designer, body: DialplanTestRun | None = None
 ) -> dict[str, Any]:
-    """Run conversation tests against the saved plan with the rules classifier (no audio, no models)."""
+    """Run conversation tests against the saved plan (no audio) with the classifier the tests name
+    (`classifier: rules-v1` or `e5-lora`; none named: the one calls use)."""
     return _run_tests(c, name, body)
