@@ -273,7 +273,10 @@ async def _run_live(name: str, until_idle: bool) -> LoopStats:
         async def line() -> tuple[Speech, TrunkRouter]:
             return speech, router
 
-        dial = campaign_dial(cfg, plans, line, settings=settings)
+        from outcall.callerids import CallerIds
+
+        caller_ids = CallerIds(settings.all_trunks(), settings.caller_ids, store)
+        dial = campaign_dial(cfg, plans, line, settings=settings, caller_ids=caller_ids)
 
         # run_call cannot report the answer moment, so every call in flight holds an AI seat
         if cfg.pacing != "strict":

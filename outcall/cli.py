@@ -299,8 +299,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         from outcall.settings import load_settings
 
-        level = args.log_level or load_settings().log_level
-        olog.setup(level if args.cmd != "schema" else "WARNING")
+        settings = load_settings()
+        level = args.log_level or settings.log_level
+        olog.setup(level if args.cmd != "schema" else "WARNING", mask_phones=settings.log_mask_phones)
         rc: Any = args.fn(args)
         return int(rc)
     except OutcallError as e:

@@ -7,7 +7,25 @@ import logging
 import sys
 from typing import Any
 
+from outcall.masking import PHONE_KEYS, mask_phone, mask_text
+
 _RESERVED = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+
+
+class MaskPhones(logging.Filter):
+    """Masks phone numbers in every record's message and phone-like extras (138****5678), so logs that
+    leave the box (shipped to ELK, pasted into tickets) carry no callee numbers."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        masked = mask_text(msg)
+        if masked != msg:
+            record.msg, record.args = masked, None
+        for k in PHONE_KEYS:
+            v = record.__dict__.get(k)
+            if isinstance(v, str):
+                record.__dict__[k] = mask_phone(v)
+        return True
 
 
 class JsonFormatter(logging.Formatter):
@@ -37,8 +55,10 @@ class TextFormatter(logging.Formatter):
         return base
 
 
-def setup(level: str = "INFO", *, json_lines: bool | None = None) -> None:
+def setup(level: str = "INFO", *, json_lines: bool | None = None, mask_phones: bool = True) -> None:
     handler = logging.StreamHandler(sys.stderr)
+    if mask_phones:
+        handler.addFilter(MaskPhones())
     use_json = (not sys.stderr.isatty()) if json_lines is None else json_lines
     handler.setFormatter(JsonFormatter() if use_json else TextFormatter())
     root = logging.getLogger()

@@ -23,6 +23,7 @@ from engine.campaign.scheduler import CampaignConfig, Claim, Seat
 from engine.dialog import prompts
 from engine.dialog.schema import Dialplan
 from engine.dialog.timeparse import DEFAULT_WINDOW
+from engine.dispositions import Disposition
 from engine.errors import ConfigError, ModelError, TelephonyError
 from engine.outcome import CallOutcome
 from engine.ports import Classifier, Recognizer, Synthesizer, Transcript
@@ -30,6 +31,7 @@ from gateway.sip.ua import IncomingHandler, UserAgent
 from gateway.store.sqlite import SqliteStore
 from gateway.trunks import TrunkRouter
 from models.dsp import resample_pcm
+from outcall.callerids import CallerIds
 from outcall.settings import Settings
 
 log = logging.getLogger("outcall.runtime")
@@ -205,34 +207,19 @@ async def run_call(
     campaign: str | None = None,
     plan_dir: Path | None = None,
     config: SessionConfig | None = None,
+    caller_id: str | None = None,
 ) -> CallOutcome:
     """Dial one target and hold the whole conversation. `plan_dir` resolves recorded (`wav:`) prompts;
     `config` carries the campaign's calling window and the callee's time zone into the session."""
     tr = settings.trunk(trunk)
-    caller_id = tr.caller_ids[0] if tr.caller_ids else None
+    if caller_id is None:
+        caller_id = tr.caller_ids[0] if tr.caller_ids else None
     started = datetime.now(UTC)
     try:
         leg = await line.originate(target, trunk=tr.name, caller_id=caller_id, ring_timeout=ring_timeout)
     except TelephonyError as e:  # no trunk could take the call: an infrastructure failure, no leg
         log.warning("call to %s not placed: %s", target, e)
-        return CallOutcome(
-            call_id=uuid.uuid4().hex,
-            campaign=campaign,
-            to=target,
-            caller_id=caller_id,
-            trunk=tr.name,
-            dialplan=plan.name,
-            dialplan_version=plan.version,
-            disposition=e.disposition,
-            sip_code=e.sip_code,
-            reason=e.reason,
-            started_at=started,
-            ended_at=datetime.now(UTC),
-            hangup_by="system",
-            grade="E",
-            grade_rule="E: not connected",
-            error=str(e),
-        )
+        return not_placed(e, plan, target, trunk=tr.name, caller_id=caller_id, campaign=campaign, at=started)
     session = CallSession(
         leg,
         plan,
@@ -245,6 +232,37 @@ async def run_call(
         prompt_audio=wav_loader(plan_dir or dialplans.DIR),
     )
     return await session.run()
+
+
+def not_placed(
+    e: TelephonyError,
+    plan: Dialplan,
+    target: str,
+    *,
+    trunk: str | None,
+    caller_id: str | None,
+    campaign: str | None,
+    at: datetime,
+) -> CallOutcome:
+    """The outcome of a call that never left: an infrastructure failure, no leg, no attempt at the callee."""
+    return CallOutcome(
+        call_id=uuid.uuid4().hex,
+        campaign=campaign,
+        to=target,
+        caller_id=caller_id,
+        trunk=trunk,
+        dialplan=plan.name,
+        dialplan_version=plan.version,
+        disposition=e.disposition,
+        sip_code=e.sip_code,
+        reason=e.reason,
+        started_at=at,
+        ended_at=datetime.now(UTC),
+        hangup_by="system",
+        grade="E",
+        grade_rule="E: not connected",
+        error=str(e),
+    )
 
 
 def session_config_for(cfg: CampaignConfig, contact: Contact, at: datetime) -> SessionConfig:
@@ -264,6 +282,7 @@ def campaign_dial(
     *,
     settings: Settings,
     plan_dirs: dict[str, Path] | None = None,
+    caller_ids: CallerIds | None = None,
 ) -> Callable[[Claim, Seat], Awaitable[CallOutcome]]:
     """The scheduler's Dialer for one campaign: pick the contact's A/B variant, dial it through the real
     gateway and models with the campaign's window and the contact's zone, and tag the outcome.
@@ -278,6 +297,21 @@ def campaign_dial(
         if key not in rendered:
             await prerender(speech, plan)
             rendered.add(key)
+        trunk = settings.trunk(cfg.trunk).name
+        caller_id: str | None = None
+        if caller_ids is not None:
+            area = c.variables.get("area_code")
+            picked = await caller_ids.pick(trunk, c.phone, callee_area=str(area) if area else None)
+            if picked is None:  # every number quarantined or at its cap: not an attempt at the callee
+                e = TelephonyError(
+                    f"no healthy caller ID on trunk {trunk} (all quarantined or at their daily cap)",
+                    disposition=Disposition.FAILED,
+                    reason="no healthy caller ID",
+                )
+                return not_placed(
+                    e, plan, c.phone, trunk=trunk, caller_id=None, campaign=cfg.name, at=datetime.now(UTC)
+                )
+            caller_id = picked if isinstance(picked, str) else None
         outcome = await run_call(
             router,
             speech,
@@ -290,7 +324,10 @@ def campaign_dial(
             campaign=cfg.name,
             plan_dir=(plan_dirs or {}).get(key),
             config=session_config_for(cfg, c, datetime.now(UTC)),
+            caller_id=caller_id,
         )
+        if caller_ids is not None:
+            await caller_ids.record(trunk, outcome)
         outcome.contact_id = str(c.id)
         outcome.attempt = claim.attempt_no
         return outcome

@@ -22,6 +22,7 @@ from outcall.settings import Settings
 
 if TYPE_CHECKING:
     from gateway.trunks import TrunkRouter
+    from outcall.callerids import CallerIds
     from outcall.runtime import Speech
 
 log = logging.getLogger("outcall.serve")
@@ -37,6 +38,7 @@ class LiveRuntime:
         self.library = library
         self._lock = asyncio.Lock()
         self._built: tuple[Any, Any, Any] | None = None
+        self._caller_ids: CallerIds | None = None
 
     async def _build(self) -> tuple[Any, Any, Any]:
         async with self._lock:
@@ -69,7 +71,13 @@ class LiveRuntime:
             speech, _ua, router = await self._build()
             return speech, router
 
-        return campaign_dial(cfg, plans, line, settings=self.settings, plan_dirs=dirs)
+        if self._caller_ids is None:
+            from outcall.callerids import CallerIds
+
+            self._caller_ids = CallerIds(self.settings.all_trunks(), self.settings.caller_ids, store)
+        return campaign_dial(
+            cfg, plans, line, settings=self.settings, plan_dirs=dirs, caller_ids=self._caller_ids
+        )
 
     async def close(self) -> None:
         if self._built is not None:

@@ -10,6 +10,7 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from engine.campaign.callerid import CallerIdPolicy
 from engine.errors import ConfigError
 from engine.trunk import Trunk
 from gateway.webhook import WebhookConfig
@@ -56,6 +57,7 @@ class Settings(BaseSettings):
     )
     outbox_max_attempts: int = Field(12, ge=1, description="delivery attempts before a row is dead")
     log_level: str = "INFO"
+    log_mask_phones: bool = Field(True, description="mask callee numbers in logs (138****5678)")
     api_token: SecretStr | None = Field(
         None, description="an admin bearer token for the HTTP API (more: `outcall token create`)"
     )
@@ -63,6 +65,10 @@ class Settings(BaseSettings):
         "var/dialplans", description="where dialplans edited through the API are saved (shadow shipped ones)"
     )
     trunks: list[Trunk] = Field(default_factory=list, description="several trunks, from the TOML file")
+    caller_ids: CallerIdPolicy = Field(
+        default_factory=CallerIdPolicy,
+        description="caller-ID pool health: daily caps, quarantine thresholds ([caller_ids] in the TOML)",
+    )
 
     @classmethod
     def settings_customise_sources(

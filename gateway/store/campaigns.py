@@ -214,6 +214,23 @@ class CampaignStore:
             )
             return int(cur.rowcount)
 
+    # ---- caller-ID health (one JSON document per number: engine.campaign.callerid.CallerIdPool.dump)
+    def save_caller_id_sync(self, number: str, trunk: str, state: dict[str, Any], *, now: float) -> None:
+        with self._tx() as cur:
+            cur.execute(
+                self._q(
+                    "INSERT INTO caller_ids (number, trunk, state, updated_at) VALUES (?,?,?,?) "
+                    "ON CONFLICT(number) DO UPDATE SET trunk=excluded.trunk, state=excluded.state, "
+                    "updated_at=excluded.updated_at"
+                ),
+                (number, trunk, json.dumps(state), now),
+            )
+
+    def load_caller_ids_sync(self, trunk: str) -> dict[str, dict[str, Any]]:
+        with self._tx(write=False) as cur:
+            cur.execute(self._q("SELECT number, state FROM caller_ids WHERE trunk=?"), (trunk,))
+            return {str(r[0]): json.loads(r[1]) for r in cur.fetchall()}
+
     # ---- DNC
     def add_dnc_sync(self, phone: str, campaign: str = "", reason: str = "", *, now: float) -> None:
         with self._tx() as cur:

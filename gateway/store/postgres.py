@@ -56,6 +56,9 @@ CREATE TABLE IF NOT EXISTS dnc (
 );
 CREATE TABLE IF NOT EXISTS answered (phone TEXT NOT NULL, at DOUBLE PRECISION NOT NULL);
 CREATE INDEX IF NOT EXISTS answered_phone ON answered(phone, at);
+CREATE TABLE IF NOT EXISTS caller_ids (
+    number TEXT PRIMARY KEY, trunk TEXT NOT NULL, state TEXT NOT NULL, updated_at DOUBLE PRECISION NOT NULL
+);
 """
 
 

@@ -96,6 +96,12 @@ CREATE TABLE IF NOT EXISTS answered (
     at    REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS answered_phone ON answered(phone, at);
+CREATE TABLE IF NOT EXISTS caller_ids (
+    number     TEXT PRIMARY KEY,
+    trunk      TEXT NOT NULL,
+    state      TEXT NOT NULL,
+    updated_at REAL NOT NULL
+);
 """
 
 OUTCOME_INSERT = (

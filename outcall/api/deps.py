@@ -17,9 +17,9 @@ from pydantic import BaseModel
 from gateway.store.auth import AuthStore
 from gateway.store.campaigns import CampaignStore
 from gateway.store.reports import Reports
-from outcall.api.masking import mask
 from outcall.api.problems import Problem
 from outcall.dialplan_library import DialplanLibrary
+from outcall.masking import mask
 from outcall.settings import Settings
 
 T = TypeVar("T")

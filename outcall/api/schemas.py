@@ -205,3 +205,9 @@ class Health(BaseModel):
     status: str
     version: str
     uptime_s: float
+
+
+class ConvertedResult(BaseModel):
+    campaign: str
+    phone: str
+    stopped: int = Field(description="pending attempts stopped (0: nothing was pending)")

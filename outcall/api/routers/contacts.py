@@ -17,12 +17,12 @@ from engine.campaign.contacts import Contact, assign_variant
 from engine.campaign.scheduler import CampaignConfig
 from engine.errors import ConfigError
 from outcall.api.deps import CtxDep, Manager, Page, Paging, Reader, page
-from outcall.api.masking import mask_phone
 from outcall.api.problems import Problem
 from outcall.api.routers.campaigns import get_campaign
-from outcall.api.schemas import ContactCreate, ContactPublic, ImportReportPublic
+from outcall.api.schemas import ContactCreate, ContactPublic, ConvertedResult, ImportReportPublic
 from outcall.campaign_cli import EXPORT_FIELDS, _export_row
 from outcall.contacts_import import import_contacts, normalise_phone
+from outcall.masking import mask_phone
 
 router = APIRouter(prefix="/api/v1/campaigns/{name}/contacts", tags=["contacts"])
 
@@ -69,6 +69,22 @@ def add_contact(name: str, body: ContactCreate, c: CtxDep, who: Manager) -> Any:
     if c.scheduler is not None:
         c.scheduler.wake()
     return c.reports.contact(name, phone)
+
+
+@router.post("/{phone}/converted", response_model=ConvertedResult)
+def contact_converted(name: str, phone: str, c: CtxDep, who: Manager) -> ConvertedResult:
+    """The CRM reports this contact converted: pending attempts (and so follow-ups of later calls) stop.
+    The same event can arrive over MQTT (`outcall/control/<campaign>`, action `converted`)."""
+    get_campaign(c, name)
+    number, why = normalise_phone(phone)
+    if number is None:
+        raise Problem(422, why, kind="invalid-phone")
+    stopped = c.store.stop_contact_sync(name, number, "converted")
+    c.auth.audit(
+        who.actor, who.role.value, "contact.converted", number, {"campaign": name, "stopped": stopped}
+    )
+    phone_out = mask_phone(number) if who.masked else number
+    return ConvertedResult(campaign=name, phone=phone_out or number, stopped=stopped)
 
 
 @router.post("/upload", response_model=ImportReportPublic)

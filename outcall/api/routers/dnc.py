@@ -8,10 +8,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response
 
 from outcall.api.deps import CtxDep, Manager, Page, Paging, Reader, page
-from outcall.api.masking import mask_phone
 from outcall.api.problems import Problem
 from outcall.api.schemas import DncCreate, DncPublic
 from outcall.contacts_import import normalise_phone
+from outcall.masking import mask_phone
 
 router = APIRouter(prefix="/api/v1/dnc", tags=["dnc"])
 

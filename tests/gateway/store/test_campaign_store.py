@@ -223,3 +223,29 @@ def test_stop_sets_pending_to_stopped(where: tuple[str, str]) -> None:
     s.set_status_sync("a", CampaignStatus.STOPPED)
     assert s.contact_states_sync("a") == {"stopped": 3}
     assert s.get_campaign_sync("a")[1] is CampaignStatus.STOPPED
+
+
+def test_caller_id_health_survives_a_restart(where: tuple[str, str]) -> None:
+    """A quarantined caller ID stays quarantined for a new process (SQLite and Postgres)."""
+    import asyncio
+
+    from engine.campaign.callerid import CallerIdPolicy
+    from engine.trunk import Trunk
+    from outcall.callerids import CallerIds
+
+    trunk = Trunk(name="t1", proxy="127.0.0.1:5060", caller_ids=["01062120001"])
+    pol = CallerIdPolicy(min_attempts=5)
+
+    async def run() -> None:
+        first = CallerIds([trunk], pol, make(*where))
+        for i in range(5):
+            cid = await first.pick("t1", f"+86138{i:08d}", callee_area="010")
+            assert isinstance(cid, str)
+            o = outcome(f"+86138{i:08d}", Disposition.NO_ANSWER, T0).model_copy(update={"caller_id": cid})
+            await first.record("t1", o)
+        second = CallerIds([trunk], pol, make(*where))  # a restarted process
+        (h,) = second.health("t1")["t1"]
+        assert h.state == "quarantined" and h.attempts_today == 5 and h.window_attempts == 5
+        assert await second.pick("t1", "+8613800000009") is None  # no healthy number: not dialed
+
+    asyncio.run(run())

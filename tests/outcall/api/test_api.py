@@ -427,3 +427,36 @@ def test_openapi_docs(api: Api) -> None:
     ):
         assert path in spec["paths"], path
     assert api.client.get("/docs").status_code == 200
+
+
+def test_crm_converted_stops_pending_attempts_and_is_audited(api: Api) -> None:
+    make_campaign(api)
+    for phone in ("13800000001", "13800000002"):
+        api.client.post("/api/v1/campaigns/spring/contacts", json={"phone": phone}, headers=api.h("manager"))
+    r = api.client.post("/api/v1/campaigns/spring/contacts/138 0000 0001/converted", headers=api.h("manager"))
+    assert r.status_code == 200, r.text
+    assert r.json() == {"campaign": "spring", "phone": "+8613800000001", "stopped": 1}
+    again = api.client.post(
+        "/api/v1/campaigns/spring/contacts/13800000001/converted", headers=api.h("manager")
+    )
+    assert again.json()["stopped"] == 0  # idempotent: nothing pending any more
+    api.client.post("/api/v1/campaigns/spring/start", headers=api.h("manager"))
+    import time
+
+    claims = api.store.claim_sync("spring", 10, time.time() + 1)
+    assert [c.contact.phone for c in claims] == ["+8613800000002"]  # the converted one is never dialed
+    assert_problem(
+        api.client.post("/api/v1/campaigns/spring/contacts/1/converted", headers=api.h("manager")), 422
+    )
+    assert_problem(
+        api.client.post("/api/v1/campaigns/spring/contacts/13800000002/converted", headers=api.h("viewer")),
+        403,
+    )
+    audit = api.client.get("/api/v1/audit?action=contact.converted", headers=api.h("admin")).json()
+    assert audit["total"] == 2 and audit["items"][0]["detail"]["campaign"] == "spring"
+
+
+def test_caller_id_health_endpoint(api: Api) -> None:
+    r = api.client.get("/api/v1/caller-ids", headers=api.h("viewer"))
+    assert r.status_code == 200 and isinstance(r.json(), dict)
+    assert_problem(api.client.get("/api/v1/caller-ids"), 401)

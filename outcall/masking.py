@@ -1,4 +1,5 @@
-"""Phone-number masking for viewers: 13812345678 / +8613812345678 -> 138****5678."""
+"""Phone-number masking: 13812345678 / +8613812345678 -> 138****5678, for viewers (API, exports) and in
+logs (`OUTCALL_LOG_MASK_PHONES`, on by default)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,10 @@ import re
 from typing import Any
 
 PHONE_KEYS = frozenset({"phone", "to", "phone_number", "mobile"})
-_DIGITS = re.compile(r"\+?\d[\d\- ]{6,}\d")
+# a digit run (single - or space separators allowed) not glued to letters, dots or colons: not hex ids,
+# IP addresses, ports or times
+_DIGITS = re.compile(r"(?<![A-Za-z0-9_.])\+?\d(?:[- ]?\d){6,14}(?![A-Za-z0-9_.:])")
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 def mask_phone(phone: str | None) -> str | None:
@@ -22,7 +26,12 @@ def mask_phone(phone: str | None) -> str | None:
 
 def mask_text(text: str) -> str:
     """Numbers inside free text (transcripts, reasons)."""
-    return _DIGITS.sub(lambda m: mask_phone(m.group(0)) or "", text)
+
+    def sub(m: re.Match[str]) -> str:
+        s = m.group(0)
+        return s if _DATE.fullmatch(s) else mask_phone(s) or ""
+
+    return _DIGITS.sub(sub, text)
 
 
 def mask(value: Any) -> Any:
