@@ -63,6 +63,10 @@ COLUMNS: list[tuple[str, str, Callable[[CallOutcome], Any]]] = [
 ]
 
 
+_VARIABLES = [k for k, _z, _g in COLUMNS].index("variables")
+PHONE_KEYS = frozenset({"phone", "to", "phone_number", "mobile", "callback_number"})
+
+
 def headers(lang: Lang) -> list[str]:
     return [en if lang == "en" else zh for en, zh, _ in COLUMNS]
 
@@ -71,6 +75,12 @@ def row(o: CallOutcome, *, unmasked: bool = False) -> list[Any]:
     out = [get(o) for _k, _z, get in COLUMNS]
     if not unmasked:
         out[3] = mask_phone(str(out[3]))
+        if o.variables:  # captured variables carry the number too (`phone`, a callback number)
+            hidden = {
+                k: mask_phone(v) if k in PHONE_KEYS and isinstance(v, str) else v
+                for k, v in o.variables.items()
+            }
+            out[_VARIABLES] = json.dumps(hidden, ensure_ascii=False)
     return out
 
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from engine.campaign.scheduler import CampaignConfig
+from engine.outcome import CallOutcome
 from gateway.store.campaigns import CampaignStore, contact_row
 from gateway.store.outbox import load_outcome
 
@@ -162,6 +164,21 @@ class Reports:
             [*p, limit, offset],
         )
         return [dict(zip(CALL_COLS, r, strict=True)) for r in rows], total
+
+    def iter_outcomes(self, f: CallFilter, *, batch: int = 2000) -> Iterator[CallOutcome]:
+        """Every outcome matching the filter, oldest first, read in batches (exports)."""
+        w, p = f.where()
+        offset = 0
+        while True:
+            rows = self._all(
+                f"SELECT body FROM outcomes{w} ORDER BY started_at, call_id LIMIT ? OFFSET ?",
+                [*p, batch, offset],
+            )
+            if not rows:
+                return
+            offset += len(rows)
+            for (body,) in rows:
+                yield load_outcome(body)
 
     def outcome_body(self, call_id: str) -> str | None:
         r = self._one("SELECT body FROM outcomes WHERE call_id=?", (call_id,))

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse
+from starlette.background import BackgroundTask
 
 from engine.dispositions import Disposition
 from engine.outcome import CallOutcome
+from gateway.export import export_outcomes
 from gateway.store.outbox import load_outcome
 from gateway.store.reports import CallFilter
 from outcall.api.deps import CAMPAIGNS, Context, CtxDep, Page, Paging, Principal, Reader, page, require
@@ -18,6 +22,7 @@ from outcall.api.problems import Problem
 from outcall.api.schemas import CallSummary, Transcript
 
 router = APIRouter(prefix="/api/v1", tags=["calls"])
+XLSX_MEDIA = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
 
 def call_filter(
@@ -44,6 +49,31 @@ def _outcome(c: Context, call_id: str) -> CallOutcome:
 def list_calls(request: Request, c: CtxDep, who: Reader, p: Paging, f: Filter) -> Page[Any]:
     items, total = c.reports.calls(f, limit=p.limit, offset=p.offset)
     return page(request, who.view(items), total, p)
+
+
+@router.get("/calls/export", response_class=FileResponse)
+def export_calls(
+    c: CtxDep,
+    who: Reader,
+    f: Filter,
+    format: Annotated[Literal["csv", "xlsx"], Query()] = "csv",
+    lang: Annotated[Literal["zh", "en"], Query()] = "zh",
+) -> FileResponse:
+    """Outcomes matching the filters as CSV (UTF-8 with BOM) or XLSX, Chinese or English headers. Phone
+    numbers are masked for viewers. Audited."""
+    fd, tmp = tempfile.mkstemp(prefix="outcall-export-", suffix=f".{format}")
+    os.close(fd)
+    n = export_outcomes(c.reports.iter_outcomes(f), Path(tmp), format, lang=lang, unmasked=not who.masked)
+    c.auth.audit(
+        who.actor,
+        who.role.value,
+        "calls.export",
+        f.campaign or "",
+        {"format": format, "rows": n, "masked": who.masked},
+    )
+    media = "text/csv; charset=utf-8" if format == "csv" else XLSX_MEDIA
+    name = f"{f.campaign or 'calls'}.{format}"
+    return FileResponse(tmp, media_type=media, filename=name, background=BackgroundTask(os.unlink, tmp))
 
 
 @router.get("/calls/{call_id}", response_model=None)

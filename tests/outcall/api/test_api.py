@@ -460,3 +460,22 @@ def test_caller_id_health_endpoint(api: Api) -> None:
     r = api.client.get("/api/v1/caller-ids", headers=api.h("viewer"))
     assert r.status_code == 200 and isinstance(r.json(), dict)
     assert_problem(api.client.get("/api/v1/caller-ids"), 401)
+
+
+def test_calls_export_csv_and_xlsx_masked_for_viewers(api: Api, tmp_path: Path) -> None:
+    import io
+
+    from python_calamine import CalamineWorkbook
+
+    seed_calls(api, tmp_path)
+    r = api.client.get("/api/v1/calls/export?campaign=spring&disposition=answered", headers=api.h("manager"))
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
+    lines = r.content.decode("utf-8-sig").strip().splitlines()
+    assert len(lines) == 3 and "13800000001" in r.text  # header + 2 answered calls, full numbers
+    x = api.client.get("/api/v1/calls/export?format=xlsx&lang=en", headers=api.h("viewer"))
+    assert x.status_code == 200 and x.headers["content-type"].startswith("application/vnd.openxml")
+    rows = CalamineWorkbook.from_filelike(io.BytesIO(x.content)).get_sheet_by_index(0).to_python()
+    assert len(rows) == 6 and "call_id" in [str(h) for h in rows[0]]
+    assert not any("13800000001" in str(cell) for row in rows for cell in row)  # masked for viewers
+    audit = api.client.get("/api/v1/audit?action=calls.export", headers=api.h("admin")).json()
+    assert audit["total"] == 2
