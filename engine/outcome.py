@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, computed_field
 from engine.dispositions import CarrierStatus, Disposition, carrier_status
 from engine.events import HangupBy
 
-OUTCOME_SCHEMA_VERSION = "1.0"
+OUTCOME_SCHEMA_VERSION = "1.1"
 
 Grade = Literal["A", "B", "C", "D", "E"]
 
@@ -62,6 +62,8 @@ class CallOutcome(BaseModel):
     tags: list[str] = Field(default_factory=list)
     last_node: str | None = None
     recording: str | None = None
+    billed_s: int = Field(0, description="billed seconds: talk time rounded up per the trunk's tariff")
+    cost: float = Field(0.0, description="what the trunk charges for this call (tariff currency)")
     error: str | None = None
 
     @computed_field  # type: ignore[prop-decorator]

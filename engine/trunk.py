@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Literal
 
@@ -62,6 +63,25 @@ def _is_cn_mobile(n: str) -> bool:
     return len(n) == 11 and n.startswith("1") and n[1] in "3456789"
 
 
+class Tariff(BaseModel):
+    """How the carrier bills answered time: from answer, rounded up to whole increments (per minute is
+    the norm on Chinese trunks; some bill 6-second steps), at a price per minute."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    increment_s: int = Field(60, ge=1, description="billing step in seconds (60: per started minute)")
+    price_per_min: float = Field(0.0, ge=0, description="price per billed minute, e.g. 0.08 (CNY)")
+    currency: str = "CNY"
+
+    def bill(self, talk_s: float) -> tuple[int, float]:
+        """(billed seconds, cost) for one call's talk time."""
+        if talk_s <= 0:
+            return 0, 0.0
+        steps = -(-math.ceil(talk_s - 1e-9) // self.increment_s)
+        billed = steps * self.increment_s
+        return billed, round(billed / 60 * self.price_per_min, 6)
+
+
 class Trunk(BaseModel):
     """One SIP trunk (carrier, SBC or PBX) we dial through."""
 
@@ -84,6 +104,7 @@ class Trunk(BaseModel):
     calls_per_second: float = Field(10.0, gt=0)
     failover: list[str] = Field(default_factory=list, description="trunk names tried on 503/timeout")
     registration: bool = Field(False, description="REGISTER is optional and never needed to dial")
+    tariff: Tariff = Field(default_factory=lambda: Tariff())
 
     @field_validator("proxy")
     @classmethod

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.campaign.scheduler import (
+    CampaignAlert,
     CampaignConfig,
     CampaignLoop,
     CampaignStatus,
@@ -217,6 +218,18 @@ async def run_campaign(
     cfg, status = store.get_campaign_sync(name)
     if status is not CampaignStatus.RUNNING:
         raise ConfigError(f"campaign {name!r} is {status.value}", hint=f"outcall campaign start {name}")
+    pausing = {"circuit_breaker", "budget_reached", "calendar_expired"}
+    background: set[asyncio.Task[None]] = set()
+
+    def on_event(a: CampaignAlert) -> None:
+        log.warning("ALERT %s", a.model_dump_json())
+        if a.kind in pausing:  # the stored status follows at once, so a watcher does not resume it
+            t = asyncio.get_running_loop().create_task(
+                asyncio.to_thread(store.set_status_sync, name, CampaignStatus.PAUSED)
+            )
+            background.add(t)
+            t.add_done_callback(background.discard)
+
     loop = CampaignLoop(
         cfg,
         store,
@@ -224,7 +237,8 @@ async def run_campaign(
         clock=clk,
         tick_s=tick_s,
         max_idle_s=max_idle_s,
-        on_event=lambda a: log.warning("ALERT %s", a.model_dump_json()),
+        on_event=on_event,
+        spent=store.spent_sync(name),
     )
 
     async def follow() -> None:
@@ -237,6 +251,8 @@ async def run_campaign(
             elif st is CampaignStatus.PAUSED and loop.status is CampaignStatus.RUNNING:
                 loop.pause()
             elif st is CampaignStatus.RUNNING and loop.status is CampaignStatus.PAUSED:
+                fresh, _ = await asyncio.to_thread(store.get_campaign_sync, name)
+                loop.config = loop.config.model_copy(update={"budget": fresh.budget})  # a raised cap
                 loop.resume()
 
     watcher = asyncio.get_running_loop().create_task(follow())
@@ -244,6 +260,8 @@ async def run_campaign(
         stats = await loop.run(until_idle=until_idle)
     finally:
         watcher.cancel()
+    if background:
+        await asyncio.gather(*background, return_exceptions=True)
     if loop.status is CampaignStatus.PAUSED and loop.alerts:
         store.set_status_sync(name, CampaignStatus.PAUSED)
     return stats

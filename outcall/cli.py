@@ -289,6 +289,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     outbox_cli.add_parsers(sub)
     # --- end outcome delivery ---
+
+    # --- reports (issue 9): `outcall report daily NAME` (outcall/daily_report.py) ---
+    from outcall import daily_report
+
+    daily_report.add_parsers(sub)
+    # --- end reports ---
     return ap
 
 

@@ -231,7 +231,9 @@ async def run_call(
         config=config,
         prompt_audio=wav_loader(plan_dir or dialplans.DIR),
     )
-    return await session.run()
+    outcome = await session.run()
+    outcome.billed_s, outcome.cost = tr.tariff.bill(outcome.talk_s)
+    return outcome
 
 
 def not_placed(

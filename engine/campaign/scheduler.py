@@ -72,6 +72,9 @@ class CampaignConfig(BaseModel):
     hours: CallingHours = Field(default_factory=CallingHours)
     frequency_cap: FrequencyCap = Field(default_factory=FrequencyCap)
     ring_timeout: float = 45.0
+    budget: float | None = Field(
+        None, gt=0, description="spend cap in the trunk tariff's currency: reaching it pauses the campaign"
+    )
 
 
 @dataclass
@@ -87,7 +90,7 @@ class Claim:
 class CampaignAlert(BaseModel):
     type: Literal["campaign_alert"] = "campaign_alert"
     campaign: str
-    kind: Literal["circuit_breaker", "calendar_expired", "calendar_expiring"]
+    kind: Literal["circuit_breaker", "calendar_expired", "calendar_expiring", "budget_reached"]
     message: str
     at: datetime
 
@@ -228,8 +231,11 @@ class CampaignLoop:
         trunk_free: Callable[[], int | None] | None = None,
         tick_s: float = 0.2,
         max_idle_s: float = 60.0,
+        spent: float = 0.0,
     ) -> None:
         self.config = config
+        #: what this campaign's calls have cost so far (the store's running total at start)
+        self.spent = spent
         self.queue = queue
         self.dialer = dialer
         self.clock = clock
@@ -275,6 +281,17 @@ class CampaignLoop:
         if self.on_event is not None:
             self.on_event(alert)
 
+    def _over_budget(self) -> bool:
+        """Pause (with an alert) once the spend reaches the cap; calls in flight finish (a small overshoot
+        of at most the in-flight calls' cost)."""
+        cap = self.config.budget
+        if cap is None or self.spent < cap - 1e-9:  # money sums in floats: 0.3 + 7 x 0.1 reaches 1.0
+            return False
+        if self.status is CampaignStatus.RUNNING:
+            self.pause()
+            self._emit("budget_reached", f"budget {cap:g} reached (spent {self.spent:.2f}): campaign paused")
+        return True
+
     def _take_seat(self, seat: Seat) -> bool:
         if seat.holding:
             return True
@@ -317,6 +334,8 @@ class CampaignLoop:
         if cal is CalendarStatus.EXPIRED:
             self._emit("calendar_expired", "holiday calendar expired: dialing stopped until it is updated")
             self.pause()
+            return 0
+        if self._over_budget():
             return 0
         if cal is CalendarStatus.WARN and not self._warned_calendar:
             self._warned_calendar = True
@@ -374,6 +393,8 @@ class CampaignLoop:
             self.stats.answered += 1
         if infra:
             self.stats.infra_failures += 1
+        self.spent += float(getattr(outcome, "cost", 0.0) or 0.0)
+        self._over_budget()
         if self.breaker.record(self.clock.monotonic(), infra) and self.status is CampaignStatus.RUNNING:
             self.pause()
             self._emit("circuit_breaker", "≥ 50% infrastructure failures in the last 2 min: campaign paused")

@@ -440,8 +440,26 @@ class CampaignStore:
             cur.execute(
                 self._q("DELETE FROM claims WHERE phone=? AND attempt_id=?"), (c.phone, claim.attempt_id)
             )
+            cost = float(getattr(outcome, "cost", 0.0) or 0.0)
+            billed = int(getattr(outcome, "billed_s", 0) or 0)
+            if cost or billed:
+                cur.execute(
+                    self._q(
+                        "INSERT INTO campaign_spend (campaign, cost, billed_s) VALUES (?,?,?) "
+                        "ON CONFLICT(campaign) DO UPDATE SET cost=campaign_spend.cost+excluded.cost, "
+                        "billed_s=campaign_spend.billed_s+excluded.billed_s"
+                    ),
+                    (claim.contact.campaign, cost, billed),
+                )
             if isinstance(outcome, CallOutcome):
                 self._save_outcome(cur, outcome)
+
+    def spent_sync(self, campaign: str) -> float:
+        """What the campaign's calls have cost so far (sum of outcome costs, kept with each completion)."""
+        with self._tx(write=False) as cur:
+            cur.execute(self._q("SELECT cost FROM campaign_spend WHERE campaign=?"), (campaign,))
+            r = cur.fetchone()
+            return float(r[0]) if r else 0.0
 
     def release_sync(self, claim: Claim, at: datetime | None, reason: str) -> None:
         c = claim.contact

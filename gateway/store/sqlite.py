@@ -96,6 +96,9 @@ CREATE TABLE IF NOT EXISTS answered (
     at    REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS answered_phone ON answered(phone, at);
+CREATE TABLE IF NOT EXISTS campaign_spend (
+    campaign TEXT PRIMARY KEY, cost REAL NOT NULL DEFAULT 0, billed_s BIGINT NOT NULL DEFAULT 0
+);
 CREATE TABLE IF NOT EXISTS caller_ids (
     number     TEXT PRIMARY KEY,
     trunk      TEXT NOT NULL,

@@ -35,6 +35,7 @@ class CampaignUpdate(BaseModel):
     hours: CallingHours | None = None
     frequency_cap: FrequencyCap | None = None
     ring_timeout: float | None = Field(None, gt=0)
+    budget: float | None = Field(None, gt=0, description="raise the spend cap to resume a paused campaign")
 
 
 class CampaignPublic(BaseModel):

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC, date, datetime
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import ValidationError
 
 from engine.campaign.scheduler import CampaignConfig, CampaignStatus
 from engine.errors import ConfigError, DialplanError
+from engine.reporting import DailyReport
 from gateway.store.reports import CallFilter
+from outcall import daily_report
 from outcall.api.deps import Context, CtxDep, Manager, Page, Paging, Reader, page
 from outcall.api.problems import Problem
 from outcall.api.schemas import CampaignCreate, CampaignPublic, CampaignStats, CampaignUpdate
@@ -118,3 +120,26 @@ def campaign_stats(name: str, c: CtxDep, who: Reader) -> dict[str, Any]:
     stats["calls"] = c.reports.stats(CallFilter(campaign=name))
     out: dict[str, Any] = who.view(stats)
     return out
+
+
+@router.get("/{name}/report", response_model=DailyReport)
+def campaign_daily_report(
+    name: str,
+    c: CtxDep,
+    who: Reader,
+    day: Annotated[date | None, Query(description="local day in the campaign's zone; default today")] = None,
+    format: Annotated[Literal["json", "csv", "md"], Query()] = "json",
+) -> Any:
+    """The daily report (日报): dialed, connected, grades, intents, talk/billed time, cost, budget used and
+    the node funnel. `format=csv` for Excel, `md` for the WeCom robot's markdown."""
+    get_campaign(c, name)
+    r = daily_report.build(c.store, name, day)
+    if format == "csv":
+        return Response(
+            daily_report.to_csv(r),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="{name}-{r.day.isoformat()}.csv"'},
+        )
+    if format == "md":
+        return Response(daily_report.to_markdown(r), media_type="text/markdown; charset=utf-8")
+    return r

@@ -4,6 +4,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+
 from engine.campaign.calendar import HolidayCalendar
 from engine.campaign.contacts import Contact
 from engine.campaign.scheduler import (
@@ -245,3 +247,56 @@ async def test_retries_follow_policy_until_exhausted_and_dnc() -> None:
     assert all(n == 4 for n in per.values()), per  # 4 attempts fit in 3 days (day 0, noon, evening, morning)
     assert set(q.state.values()) == {"exhausted"}
     assert clock.now() - START > timedelta(days=3)
+
+
+@dataclass
+class Costed(Out):
+    cost: float = 0.0
+
+
+async def test_budget_cap_pauses_the_campaign_with_an_alert() -> None:
+    """Every answered call costs 0.10; a 1.00 budget (0.30 already spent) pauses after ~7 more calls."""
+    clock = VirtualClock(START)
+    dialed: list[str] = []
+
+    async def line(claim: Claim, seat: Seat) -> Costed:
+        dialed.append(claim.contact.phone)
+        await clock.sleep(2)
+        seat.answered()
+        await clock.sleep(10)
+        return Costed(Disposition.ANSWERED, clock.now(), cost=0.10)
+
+    alerts: list[Any] = []
+    loop = CampaignLoop(
+        cfg(budget=1.0, max_concurrency=1, ai_capacity=1, pacing="strict"),
+        queue_with(50),
+        line,
+        clock=clock,
+        holidays=HolidayCalendar(),
+        on_event=alerts.append,
+        spent=0.30,
+    )
+    task = asyncio.create_task(loop.run())
+    await clock.advance(600, step=0.5)
+    assert loop.status is CampaignStatus.PAUSED
+    assert [a.kind for a in alerts] == ["budget_reached"]
+    assert len(dialed) == 7 and loop.spent == pytest.approx(1.0)
+    loop.resume()  # resuming without a higher cap pauses again at once, dialing nothing
+    await clock.advance(30, step=0.5)
+    assert len(dialed) == 7 and loop.status is CampaignStatus.PAUSED
+    loop.stop()
+    await clock.advance(30, step=1)
+    await asyncio.wait_for(task, 5)
+
+
+def test_tariff_rounds_talk_time_up_per_increment() -> None:
+    from engine.trunk import Tariff
+
+    per_min = Tariff(increment_s=60, price_per_min=0.08)
+    assert per_min.bill(0) == (0, 0.0)
+    assert per_min.bill(0.4) == (60, 0.08)
+    assert per_min.bill(60.0) == (60, 0.08)
+    assert per_min.bill(61) == (120, 0.16)
+    six = Tariff(increment_s=6, price_per_min=0.12)
+    billed, cost = six.bill(13.2)
+    assert billed == 18 and cost == pytest.approx(0.036)

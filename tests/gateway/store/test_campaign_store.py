@@ -249,3 +249,21 @@ def test_caller_id_health_survives_a_restart(where: tuple[str, str]) -> None:
         assert await second.pick("t1", "+8613800000009") is None  # no healthy number: not dialed
 
     asyncio.run(run())
+
+
+def test_spend_accumulates_with_each_completion(where: tuple[str, str]) -> None:
+    s = make(*where)
+    running(s, "a")
+    running(s, "b")
+    s.add_contacts_sync("a", contacts("a", 3), now=T0)
+    s.add_contacts_sync("b", contacts("b", 1, start=10), now=T0)
+    for camp in ("a", "b"):
+        for c in s.claim_sync(camp, 10, T0 + 1):
+            o = outcome(c.contact.phone, Disposition.ANSWERED, T0 + 60).model_copy(
+                update={"billed_s": 60, "cost": 0.08}
+            )
+            s.complete_sync(c, o, Decision(Action.DONE))
+    assert s.spent_sync("a") == pytest.approx(0.24)
+    assert s.spent_sync("b") == pytest.approx(0.08)
+    assert s.spent_sync("nobody") == 0.0
+    assert make(*where).spent_sync("a") == pytest.approx(0.24)  # survives a restart

@@ -479,3 +479,28 @@ def test_calls_export_csv_and_xlsx_masked_for_viewers(api: Api, tmp_path: Path) 
     assert not any("13800000001" in str(cell) for row in rows for cell in row)  # masked for viewers
     audit = api.client.get("/api/v1/audit?action=calls.export", headers=api.h("admin")).json()
     assert audit["total"] == 2
+
+
+def test_daily_report_json_csv_markdown(api: Api, tmp_path: Path) -> None:
+    make_campaign(api, budget=10)
+    seed_calls(api, tmp_path)
+    r = api.client.get("/api/v1/campaigns/spring/report?day=2026-03-02", headers=api.h("viewer"))
+    assert r.status_code == 200, r.text
+    rep = r.json()
+    assert (rep["dialed"], rep["connected"], rep["budget"]) == (3, 2, 10.0)
+    assert rep["dispositions"]["failed"] == 1 and rep["grades"]["A"] == 1
+    other_day = api.client.get(
+        "/api/v1/campaigns/spring/report?day=2026-03-03", headers=api.h("viewer")
+    ).json()
+    assert other_day["dialed"] == 0
+    csv_text = api.client.get(
+        "/api/v1/campaigns/spring/report?day=2026-03-02&format=csv", headers=api.h("viewer")
+    )
+    assert "summary,dialed,3" in csv_text.text
+    md = api.client.get(
+        "/api/v1/campaigns/spring/report?day=2026-03-02&format=md", headers=api.h("viewer")
+    ).text
+    assert md.startswith("### 外呼日报 · spring · 2026-03-02") and "接通 2 通" in md
+    assert_problem(api.client.get("/api/v1/campaigns/nope/report", headers=api.h("viewer")), 404)
+    up = api.client.patch("/api/v1/campaigns/spring", json={"budget": 20}, headers=api.h("manager"))
+    assert up.status_code == 200 and up.json()["config"]["budget"] == 20
