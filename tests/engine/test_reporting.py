@@ -5,13 +5,15 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 
 from engine.dispositions import Disposition
-from engine.outcome import CallOutcome, Turn
+from engine.outcome import CallOutcome, Grade, Turn
 from engine.reporting import daily_report
 
 T0 = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)
 
 
-def call(i: int, disp: Disposition, path: list[str] = (), grade: str = "C", talk: float = 0.0) -> CallOutcome:  # type: ignore[assignment]
+def call(
+    i: int, disp: Disposition, path: tuple[str, ...] = (), grade: Grade = "C", talk: float = 0.0
+) -> CallOutcome:
     answered = T0 + timedelta(seconds=5) if disp is Disposition.ANSWERED else None
     turns = [Turn(speaker="bot", text=n, node=n, start_s=k) for k, n in enumerate(path)]
     if path:
@@ -20,7 +22,7 @@ def call(i: int, disp: Disposition, path: list[str] = (), grade: str = "C", talk
         call_id=f"c{i}",
         to=f"+86138{i:08d}",
         disposition=disp,
-        grade=grade,  # type: ignore[arg-type]
+        grade=grade,
         started_at=T0,
         answered_at=answered,
         ended_at=(answered or T0) + timedelta(seconds=talk),
@@ -33,9 +35,9 @@ def call(i: int, disp: Disposition, path: list[str] = (), grade: str = "C", talk
 
 def test_figures_and_funnel() -> None:
     outs = [
-        call(1, Disposition.ANSWERED, ["greet", "detail", "booked"], grade="A", talk=40),
-        call(2, Disposition.ANSWERED, ["greet", "detail"], grade="B", talk=30),
-        call(3, Disposition.ANSWERED, ["greet"], grade="D", talk=5),
+        call(1, Disposition.ANSWERED, ("greet", "detail", "booked"), grade="A", talk=40),
+        call(2, Disposition.ANSWERED, ("greet", "detail"), grade="B", talk=30),
+        call(3, Disposition.ANSWERED, ("greet",), grade="D", talk=5),
         call(4, Disposition.NO_ANSWER),
         call(5, Disposition.BUSY),
         call(6, Disposition.FAILED),  # infrastructure: not dialed at the callee
