@@ -26,6 +26,8 @@ from engine.events import (
     Ringing,
 )
 from engine.ports import LegInfo
+from gateway.recording import CallRecorder
+from gateway.rtp.session import FrameTap
 from gateway.sip.call import CallLog, SipCall
 from gateway.sip.sdp import NegotiatedMedia
 
@@ -40,6 +42,7 @@ class MediaSession(Protocol):
     playout: Playout
     on_dtmf: Callable[[str, int], None] | None
     on_timeout: Callable[[float], None] | None
+    recorder: FrameTap | None
 
     def set_remote(
         self,
@@ -126,6 +129,12 @@ class SipCallLeg:
 
     async def send_dtmf(self, digits: str) -> None:
         await self._media.send_dtmf(digits)
+
+    def record(self) -> CallRecorder:
+        """Start recording both directions (left the callee, right what we send) from this tick on."""
+        rec = CallRecorder()
+        self._media.recorder = rec
+        return rec
 
     async def wait_answered(self) -> None:
         await self._call.wait_answered()

@@ -167,6 +167,7 @@ def cmd_call(args: argparse.Namespace) -> int:
             trunk=args.trunk,
             variables=variables,
             ring_timeout=args.ring_timeout,
+            record=args.record,
         )
     )
     if args.json:
@@ -175,6 +176,19 @@ def cmd_call(args: argparse.Namespace) -> int:
         from outcall.report import format_outcome
 
         _out(format_outcome(outcome))
+    return 0
+
+
+def cmd_recordings_purge(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from gateway.recording import purge
+    from outcall.settings import load_settings
+
+    settings = load_settings()
+    days = args.days if args.days is not None else settings.recording_retention_days
+    n = purge(Path(settings.recordings_dir), days)
+    _out(f"deleted {n} recording(s) older than {days:g} days from {settings.recordings_dir}")
     return 0
 
 
@@ -207,6 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--trunk", default=None)
     c.add_argument("--var", action="append", default=[], metavar="K=V")
     c.add_argument("--ring-timeout", type=float, default=45.0)
+    c.add_argument("--record", action="store_true", help="record the call (stereo FLAC in recordings_dir)")
     c.add_argument("--json", action="store_true")
     c.set_defaults(fn=cmd_call)
 
@@ -289,6 +304,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     outbox_cli.add_parsers(sub)
     # --- end outcome delivery ---
+
+    rec = sub.add_parser("recordings", help="call recordings")
+    recs = rec.add_subparsers(dest="rcmd", required=True)
+    pg = recs.add_parser("purge", help="delete recordings older than the retention period")
+    pg.add_argument("--days", type=float, default=None, help="default: OUTCALL_RECORDING_RETENTION_DAYS")
+    pg.set_defaults(fn=cmd_recordings_purge)
 
     # --- reports (issue 9): `outcall report daily NAME` (outcall/daily_report.py) ---
     from outcall import daily_report

@@ -27,6 +27,8 @@ from engine.dispositions import Disposition
 from engine.errors import ConfigError, ModelError, TelephonyError
 from engine.outcome import CallOutcome
 from engine.ports import Classifier, Recognizer, Synthesizer, Transcript
+from gateway.leg import SipCallLeg
+from gateway.recording import recording_path
 from gateway.sip.ua import IncomingHandler, UserAgent
 from gateway.store.sqlite import SqliteStore
 from gateway.trunks import TrunkRouter
@@ -208,6 +210,7 @@ async def run_call(
     plan_dir: Path | None = None,
     config: SessionConfig | None = None,
     caller_id: str | None = None,
+    record: bool = False,
 ) -> CallOutcome:
     """Dial one target and hold the whole conversation. `plan_dir` resolves recorded (`wav:`) prompts;
     `config` carries the campaign's calling window and the callee's time zone into the session."""
@@ -231,8 +234,18 @@ async def run_call(
         config=config,
         prompt_audio=wav_loader(plan_dir or dialplans.DIR),
     )
+    recorder = leg.record() if record and isinstance(leg, SipCallLeg) else None
     outcome = await session.run()
     outcome.billed_s, outcome.cost = tr.tariff.bill(outcome.talk_s)
+    if recorder is not None:
+        recorder.stop()
+        if outcome.answered_at is not None:  # nothing worth keeping from a call nobody answered
+            path = recording_path(Path(settings.recordings_dir), outcome.call_id, outcome.started_at)
+            try:
+                await asyncio.to_thread(recorder.write, path)
+                outcome.recording = str(path)
+            except Exception as e:  # a full disk must not lose the outcome
+                log.error("recording of call %s not written: %s", outcome.call_id, e)
     return outcome
 
 
@@ -327,6 +340,7 @@ def campaign_dial(
             plan_dir=(plan_dirs or {}).get(key),
             config=session_config_for(cfg, c, datetime.now(UTC)),
             caller_id=caller_id,
+            record=cfg.record,
         )
         if caller_ids is not None:
             await caller_ids.record(trunk, outcome)
@@ -345,6 +359,7 @@ async def place_one_call(
     trunk: str | None = None,
     variables: dict[str, Any] | None = None,
     ring_timeout: float = 45.0,
+    record: bool = False,
 ) -> CallOutcome:
     """`outcall call`: load the plan and models, dial, converse, store and return the outcome."""
     plan = dialplans.get(dialplan)
@@ -369,6 +384,7 @@ async def place_one_call(
             variables=variables,
             ring_timeout=ring_timeout,
             plan_dir=plan_dir,
+            record=record,
         )
         await store.save_outcome(outcome)
         await delivery.flush()  # a broker/endpoint that is down never fails the call: the row waits

@@ -200,9 +200,13 @@ async def serve(settings: Settings, host: str, port: int) -> None:
 
     from gateway.store import open_store
     from outcall.api.app import create_app
+    from outcall.delivery import open_delivery
 
     store = open_store(settings.db, node=socket.gethostname())
     runtime = LiveRuntime(settings, DialplanLibrary(settings.dialplans_dir))
+    # outcomes are enqueued for MQTT/webhooks in the attempt's transaction; MQTT control
+    # (outcall/<campaign>/control: pause, resume, converted) applies to every campaign of the store
+    delivery = (await open_delivery(settings, store, control_store=store)).start()
 
     async def make_dialer(name: str) -> Dialer:
         return await runtime.dialer(name, store)
@@ -212,11 +216,32 @@ async def serve(settings: Settings, host: str, port: int) -> None:
     config = uvicorn.Config(app, host=host, port=port, log_level=settings.log_level.lower(), log_config=None)
     server = uvicorn.Server(config)
     sched = asyncio.get_running_loop().create_task(scheduler.run())
+    janitor = asyncio.get_running_loop().create_task(purge_recordings_forever(settings))
     try:
         await server.serve()
     finally:
-        sched.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await sched
+        for t in (sched, janitor):
+            t.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
         await runtime.close()
+        await delivery.close()
         store.close()
+
+
+async def purge_recordings_forever(settings: Settings, every_s: float = 6 * 3600) -> None:
+    """Delete recordings past the retention period, at start and every few hours."""
+    from pathlib import Path
+
+    from gateway.recording import purge
+
+    while True:
+        try:
+            n = await asyncio.to_thread(
+                purge, Path(settings.recordings_dir), settings.recording_retention_days
+            )
+            if n:
+                log.info("deleted %d recording(s) older than %g days", n, settings.recording_retention_days)
+        except Exception:
+            log.exception("purging recordings failed")
+        await asyncio.sleep(every_s)

@@ -57,6 +57,10 @@ class Settings(BaseSettings):
     )
     outbox_max_attempts: int = Field(12, ge=1, description="delivery attempts before a row is dead")
     log_level: str = "INFO"
+    recordings_dir: str = Field("var/recordings", description="where call recordings (stereo FLAC) are kept")
+    recording_retention_days: float = Field(
+        180, gt=0, description="recordings older than this are deleted (`outcall recordings purge`, serve)"
+    )
     log_mask_phones: bool = Field(True, description="mask callee numbers in logs (138****5678)")
     api_token: SecretStr | None = Field(
         None, description="an admin bearer token for the HTTP API (more: `outcall token create`)"

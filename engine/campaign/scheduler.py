@@ -72,6 +72,7 @@ class CampaignConfig(BaseModel):
     hours: CallingHours = Field(default_factory=CallingHours)
     frequency_cap: FrequencyCap = Field(default_factory=FrequencyCap)
     ring_timeout: float = 45.0
+    record: bool = Field(False, description="record answered calls (stereo: callee left, robot right)")
     budget: float | None = Field(
         None, gt=0, description="spend cap in the trunk tariff's currency: reaching it pauses the campaign"
     )

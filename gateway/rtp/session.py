@@ -24,7 +24,7 @@ import sys
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -78,6 +78,8 @@ class RtpSession:
         self.call_id = call_id
         self.inactivity_timeout = inactivity_timeout
         self.playout = Playout()
+        #: taps both directions, one frame each per tick (gateway.recording.CallRecorder)
+        self.recorder: FrameTap | None = None
         self.on_dtmf: Callable[[str, int], None] | None = None
         self.on_timeout: Callable[[float], None] | None = None
         #: latch onto the source address of the first RTP packet after set_remote (symmetric RTP / NAT)
@@ -413,6 +415,8 @@ class RtpSession:
         if self._send_addr is not None and self._codec is not None:
             if self._dtmf_jobs and self._dtmf_tick(deadline):
                 self._ts = (self._ts + FRAME_SAMPLES) & 0xFFFFFFFF
+                if self.recorder is not None:
+                    self.recorder.outbound(None)
             else:
                 if self._inject:
                     frame, fut = self._inject.popleft()
@@ -421,6 +425,8 @@ class RtpSession:
                         fut.set_result(None)
                 else:
                     frame, voice = self.playout.next_frame()
+                if self.recorder is not None:
+                    self.recorder.outbound(frame if voice else None)
                 spp = self._spp
                 if spp == FRAME_SAMPLES:
                     buf = self._buf
@@ -449,6 +455,8 @@ class RtpSession:
                             self._acc[: self._fill] = self._acc[spp : spp + self._fill]
         else:
             self._ts = (self._ts + FRAME_SAMPLES) & 0xFFFFFFFF
+            if self.recorder is not None:
+                self.recorder.outbound(None)
 
     def _tick_in(self, deadline: float) -> PCM | None:
         """Inbound half of a tick: one frame from the jitter buffer to frames(), and the timers.
@@ -462,6 +470,8 @@ class RtpSession:
             jb.set_jitter(self._jitter)
         frame_in, _real = jb.pop()
         self._frames_out += 1
+        if self.recorder is not None:
+            self.recorder.inbound(frame_in)
         self._push(frame_in)
         wanted: PCM | None = None
         det = self._detector
@@ -731,6 +741,12 @@ class RtpSession:
 
     def __repr__(self) -> str:
         return f"<RtpSession {self.call_id!r} {self.local_host}:{self.local_port} -> {self._send_addr}>"
+
+
+class FrameTap(Protocol):
+    def inbound(self, frame: PCM | None) -> None: ...
+
+    def outbound(self, frame: PCM | None) -> None: ...
 
 
 def _bind_even(host: str, port_range: tuple[int, int] | None) -> socket.socket:

@@ -36,6 +36,7 @@ class CampaignUpdate(BaseModel):
     frequency_cap: FrequencyCap | None = None
     ring_timeout: float | None = Field(None, gt=0)
     budget: float | None = Field(None, gt=0, description="raise the spend cap to resume a paused campaign")
+    record: bool | None = None
 
 
 class CampaignPublic(BaseModel):

@@ -60,6 +60,7 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     return load_settings().model_copy(
         update={
             "db": str(tmp_path_factory.mktemp("db") / "outcall.db"),
+            "recordings_dir": str(tmp_path_factory.mktemp("recordings")),
             "sip_bind": "127.0.0.1:0",
             "models_dir": str(MODELS_DIR),
         }
@@ -143,6 +144,7 @@ async def converse(
     plan_name: str,
     reply: str,
     voice: str,
+    record: bool = False,
 ) -> tuple[CallOutcome, Baresip, Dialplan, float]:
     """One call: baresip answers, waits for our opening to finish, says `reply`, stays on the line.
     Returns the outcome, the phone, the plan and the reply's length in seconds."""
@@ -152,7 +154,9 @@ async def converse(
     delay = await opening_duration(speech, plan) + AFTER_GREETING_S
     phone = baresip(audio=wav, delay_s=delay, tail_s=TAIL_S)
     outcome = await asyncio.wait_for(
-        run_call(ua, speech, plan, phone.uri, settings=settings, ring_timeout=5.0, campaign="e2e"),
+        run_call(
+            ua, speech, plan, phone.uri, settings=settings, ring_timeout=5.0, campaign="e2e", record=record
+        ),
         CALL_LIMIT_S,
     )
     log.info("outcome: %s", outcome.model_dump_json(include={"disposition", "tags", "grade", "turns"}))
@@ -250,6 +254,7 @@ async def test_english_parent_refuses_over_real_sip(
         plan_name="trial-class-en",
         reply="No thanks, we are not interested.",
         voice="af_heart",
+        record=True,
     )
     assert outcome.disposition is Disposition.ANSWERED, outcome
     callee = callee_turns(outcome)
@@ -266,6 +271,18 @@ async def test_english_parent_refuses_over_real_sip(
 
     heard = (await heard_by_callee(speech, phone, "en")).lower()
     assert "trial" in heard or "free" in heard, heard
+
+    # the recording: stereo FLAC, callee on the left, the robot on the right, aligned with the call
+    import soundfile as sf
+
+    assert outcome.recording is not None and outcome.recording.endswith(".flac"), outcome.recording
+    data, rate = await asyncio.to_thread(sf.read, outcome.recording, dtype="int16")
+    assert rate == SAMPLE_RATE and data.shape[1] == 2
+    assert abs(len(data) / rate - outcome.duration_s) < 2.0, (len(data) / rate, outcome.duration_s)
+    callee_side = await speech.recognizer.transcribe(np.ascontiguousarray(data[:, 0]), language="en")
+    robot_side = await speech.recognizer.transcribe(np.ascontiguousarray(data[:, 1]), language="en")
+    assert "interested" in callee_side.text.lower(), callee_side.text
+    assert "trial" in robot_side.text.lower() or "free" in robot_side.text.lower(), robot_side.text
 
 
 async def test_stop_calling_request_is_honoured_with_an_apology(

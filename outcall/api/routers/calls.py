@@ -102,7 +102,9 @@ def get_recording(
     if path is None or not path.is_file():
         raise Problem(404, f"call {call_id!r} has no recording", kind="no-recording")
     c.auth.audit(who.actor, who.role.value, "recording.download", call_id, {"file": path.name})
-    media = "audio/wav" if path.suffix.lower() == ".wav" else "application/octet-stream"
+    media = {".wav": "audio/wav", ".flac": "audio/flac", ".ogg": "audio/ogg"}.get(
+        path.suffix.lower(), "application/octet-stream"
+    )
     return FileResponse(path, media_type=media, filename=f"{call_id}{path.suffix}")
 
 
