@@ -214,6 +214,7 @@ async def run_call(
 ) -> CallOutcome:
     """Dial one target and hold the whole conversation. `plan_dir` resolves recorded (`wav:`) prompts;
     `config` carries the campaign's calling window and the callee's time zone into the session."""
+    plan, record = with_recording(plan, record)
     tr = settings.trunk(trunk)
     if caller_id is None:
         caller_id = tr.caller_ids[0] if tr.caller_ids else None
@@ -247,6 +248,22 @@ async def run_call(
             except Exception as e:  # a full disk must not lose the outcome
                 log.error("recording of call %s not written: %s", outcome.call_id, e)
     return outcome
+
+
+def with_recording(plan: Dialplan, record: bool) -> tuple[Dialplan, bool]:
+    """Recording needs the callee told: a plan that records plays its notice; recording asked for by the
+    campaign (or `--record`) switches the plan's notice on, and refuses a plan that has none."""
+    pre = plan.preamble
+    if pre.recording:
+        return plan, True
+    if not record:
+        return plan, False
+    if not pre.recording_notice:
+        raise ConfigError(
+            f"calls are recorded but dialplan {plan.name!r} has no recording notice for the callee",
+            hint="add preamble.recording_notice (e.g. 本次通话可能会被录音) or turn recording off",
+        )
+    return plan.model_copy(update={"preamble": pre.model_copy(update={"recording": True})}), True
 
 
 def not_placed(
@@ -303,6 +320,8 @@ def campaign_dial(
     gateway and models with the campaign's window and the contact's zone, and tag the outcome.
     `line()` gives the speech stack and line provider (built lazily by `outcall serve`)."""
     rendered: set[str] = set()
+    for p in plans.values():  # fail at start, not per call, when recording lacks a notice
+        with_recording(p, cfg.record)
 
     async def dial(claim: Claim, seat: Seat) -> CallOutcome:
         speech, router = await line()

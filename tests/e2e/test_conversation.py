@@ -32,7 +32,7 @@ from engine.outcome import CallOutcome, Turn
 from engine.ports import Transcript
 from gateway.sip.ua import UserAgent
 from models.tts.cache import write_wav
-from outcall.runtime import Speech, build_speech, prerender, run_call, start_ua
+from outcall.runtime import Speech, build_speech, prerender, run_call, start_ua, with_recording
 from outcall.settings import Settings, load_settings
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -148,7 +148,7 @@ async def converse(
 ) -> tuple[CallOutcome, Baresip, Dialplan, float]:
     """One call: baresip answers, waits for our opening to finish, says `reply`, stays on the line.
     Returns the outcome, the phone, the plan and the reply's length in seconds."""
-    plan = dialplans.get(plan_name)
+    plan, _ = with_recording(dialplans.get(plan_name), record)  # a recorded call also plays the notice
     await prerender(speech, plan)
     wav, reply_s = await callee_wav(speech, reply, voice, tmp_path / f"{plan_name}-reply.wav")
     delay = await opening_duration(speech, plan) + AFTER_GREETING_S

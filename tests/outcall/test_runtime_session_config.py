@@ -41,3 +41,23 @@ def test_a_day_without_windows_keeps_the_default_window() -> None:
     c = Contact(campaign="c", phone="+8613812345678")
     sc = session_config_for(_cfg(hours), c, datetime(2026, 3, 7, 4, 0, tzinfo=UTC))  # Saturday
     assert sc.calling_window == (time(9, 0), time(20, 0))
+
+
+def test_recording_needs_a_notice_and_switches_it_on() -> None:
+    import pytest
+
+    import dialplans
+    from engine.dialog.runner import Runner, Say
+    from engine.errors import ConfigError
+    from outcall.runtime import with_recording
+
+    plan = dialplans.get("trial-class-zh")
+    assert with_recording(plan, False) == (plan, False)
+    recorded, on = with_recording(plan, True)
+    opening = [a.text for a in Runner(recorded).start() if isinstance(a, Say)]
+    assert on and opening[1] == "本次通话可能会录音。"  # disclosure, then the notice, then the question
+    bare = plan.model_copy(update={"preamble": plan.preamble.model_copy(update={"recording_notice": None})})
+    with pytest.raises(ConfigError, match="no recording notice"):
+        with_recording(bare, True)
+    always = dialplans.get("dental-noshow-zh")  # a plan that records on its own
+    assert with_recording(always, False)[1] is always.preamble.recording
