@@ -17,11 +17,14 @@ import numpy as np
 import dialplans
 from engine.audio import PCM
 from engine.call.session import CallSession
+from engine.call.transfer import Bridge, Transferer
 from engine.dialog import prompts
 from engine.dialog.schema import Dialplan
 from engine.errors import ConfigError, ModelError, TelephonyError
+from engine.handoff import AgentDirectory
 from engine.outcome import CallOutcome
-from engine.ports import Classifier, Recognizer, Synthesizer, Transcript
+from engine.ports import CallLeg, Classifier, LineProvider, Recognizer, Synthesizer, Transcript
+from gateway.bridge import MediaBridge
 from gateway.sip.ua import IncomingHandler, UserAgent
 from gateway.store.sqlite import SqliteStore
 from gateway.trunks import TrunkRouter
@@ -188,6 +191,34 @@ async def start_ua(settings: Settings, *, on_incoming: IncomingHandler | None = 
     return ua
 
 
+def agent_directory(settings: Settings) -> AgentDirectory | None:
+    """The agents and queues of the settings ([[agents]], [[queues]]); None when no queue is defined."""
+    if not settings.queues:
+        return None
+    return AgentDirectory(agents=settings.agents, queues=settings.queues)
+
+
+def build_transferer(
+    settings: Settings,
+    line: LineProvider,
+    synthesizer: Synthesizer,
+    *,
+    directory: AgentDirectory | None = None,
+    caller_id: str | None = None,
+    trunk: str | None = None,
+    voice: str | None = None,
+) -> Transferer | None:
+    """The hand-off to human agents: dial agents on `line`, bridge in our process (no REFER)."""
+    directory = directory or agent_directory(settings)
+    if directory is None:
+        return None
+
+    def bridge(a: CallLeg, b: CallLeg) -> Bridge:
+        return MediaBridge(a, b)
+
+    return Transferer(directory, line, synthesizer, bridge, caller_id=caller_id, trunk=trunk, voice=voice)
+
+
 async def run_call(
     line: UserAgent | TrunkRouter,
     speech: Speech,
@@ -200,6 +231,7 @@ async def run_call(
     ring_timeout: float = 45.0,
     campaign: str | None = None,
     plan_dir: Path | None = None,
+    directory: AgentDirectory | None = None,
 ) -> CallOutcome:
     """Dial one target and hold the whole conversation. `plan_dir` resolves recorded (`wav:`) prompts."""
     tr = settings.trunk(trunk)
@@ -236,6 +268,15 @@ async def run_call(
         variables={"phone": target, **(variables or {})},
         campaign=campaign,
         prompt_audio=wav_loader(plan_dir or dialplans.DIR),
+        transfer=build_transferer(
+            settings,
+            line,
+            speech.synthesizer,
+            directory=directory,
+            caller_id=caller_id,
+            trunk=tr.name,
+            voice=plan.voice,
+        ),
     )
     return await session.run()
 

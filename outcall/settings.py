@@ -11,6 +11,7 @@ from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from engine.errors import ConfigError
+from engine.handoff import AgentConfig, QueueConfig
 from engine.trunk import Trunk
 from gateway.webhook import WebhookConfig
 
@@ -63,6 +64,15 @@ class Settings(BaseSettings):
         "var/dialplans", description="where dialplans edited through the API are saved (shadow shipped ones)"
     )
     trunks: list[Trunk] = Field(default_factory=list, description="several trunks, from the TOML file")
+    agents: list[AgentConfig] = Field(
+        default_factory=list,
+        description="human agents for transfers ([[agents]] in the TOML: id, uri, skills, wrap_up_s)",
+    )
+    queues: list[QueueConfig] = Field(
+        default_factory=list,
+        description="transfer queues named by dialplan transfer nodes ([[queues]]: name, agents or uri, "
+        "skills, hours, timeout_s, hold_prompt, whisper)",
+    )
 
     @classmethod
     def settings_customise_sources(

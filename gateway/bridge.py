@@ -1,0 +1,151 @@
+"""Joins two legs' media in our process for the hand-off to a human agent (no REFER).
+
+Many Chinese trunks do not honour REFER, so the engine keeps both legs and relays the audio itself:
+
+    bridge = MediaBridge(callee, agent, recorder=rec)
+    await bridge.run()          # until either leg's media ends (a hang-up) or bridge.stop()
+
+Each leg's RTP session already decodes what arrives (its own jitter buffer, one 20 ms frame per tick of
+the shared media ticker) and encodes what it sends in the codec that leg negotiated. The bridge moves each
+inbound frame, as soon as the ticker produced it, into the other leg's playout, which the ticker sends on
+its next tick: PCMU on one side and PCMA on the other just work, and the bridge adds at most one tick of
+delay and no buffering of its own. If a side's playout ever holds more than `max_backlog_frames` (the
+loop stalled), the backlog is dropped so delay never accumulates.
+
+A `recorder` (BridgeRecorder) gets both directions frame by frame, so the call's recording continues
+across the bridge as a stereo WAV (left: callee, right: agent).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import wave
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from engine.audio import FRAME_SAMPLES, PCM, SAMPLE_RATE
+from engine.ports import CallLeg
+
+log = logging.getLogger("gateway.bridge")
+
+Side = Literal["a", "b"]
+
+
+class BridgeRecorder:
+    """Both directions of a bridged call, frame-aligned, written as a stereo 8 kHz WAV.
+
+    `frame(side, pcm)` is called by the bridge for every relayed frame; the two channels are kept the same
+    length (a side that fell silent is padded), so left and right stay in time."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._chunks: dict[Side, list[PCM]] = {"a": [], "b": []}
+
+    def frame(self, side: Side, pcm: PCM) -> None:
+        self._chunks[side].append(pcm)
+
+    @property
+    def frames(self) -> tuple[int, int]:
+        return len(self._chunks["a"]), len(self._chunks["b"])
+
+    def stereo(self) -> np.ndarray:
+        a = np.concatenate(self._chunks["a"]) if self._chunks["a"] else np.zeros(0, np.int16)
+        b = np.concatenate(self._chunks["b"]) if self._chunks["b"] else np.zeros(0, np.int16)
+        n = max(len(a), len(b))
+        out = np.zeros((n, 2), np.int16)
+        out[: len(a), 0] = a
+        out[: len(b), 1] = b
+        return out
+
+    def _write(self) -> Path:
+        data = self.stereo()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with wave.open(str(self.path), "wb") as w:
+            w.setnchannels(2)
+            w.setsampwidth(2)
+            w.setframerate(SAMPLE_RATE)
+            w.writeframes(data.astype("<i2").tobytes())
+        return self.path
+
+    async def close(self) -> Path:
+        """Write the WAV (off the event loop) and return its path."""
+        return await asyncio.to_thread(self._write)
+
+
+class MediaBridge:
+    """Relays audio a -> b and b -> a frame by frame (see module docstring). Implements the engine's
+    `engine.call.transfer.Bridge`."""
+
+    def __init__(
+        self,
+        a: CallLeg,
+        b: CallLeg,
+        *,
+        recorder: BridgeRecorder | None = None,
+        max_backlog_frames: int = 3,
+    ) -> None:
+        self.a = a
+        self.b = b
+        self.recorder = recorder
+        self.max_backlog_frames = max_backlog_frames
+        self.relayed: dict[Side, int] = {"a": 0, "b": 0}
+        self.dropped: dict[Side, int] = {"a": 0, "b": 0}
+        self.ended_by: Side | None = None
+        self._stop = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        """Relay until either side's media ends (the leg hung up) or stop() is called."""
+        self.a.clear()
+        self.b.clear()
+        pumps: dict[asyncio.Future[None], Side] = {
+            asyncio.ensure_future(self._pump(self.a, self.b, "a")): "a",
+            asyncio.ensure_future(self._pump(self.b, self.a, "b")): "b",
+        }
+        stopper: asyncio.Future[None] = asyncio.ensure_future(self._wait_stop())
+        try:
+            done, _ = await asyncio.wait([*pumps, stopper], return_when=asyncio.FIRST_COMPLETED)
+            for t in done:
+                side = pumps.get(t)
+                if side is not None and self.ended_by is None:
+                    self.ended_by = side
+                    t.result()  # a pump that crashed raises here
+        finally:
+            for t in [*pumps, stopper]:
+                t.cancel()
+            for t in pumps:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await t
+            self.a.clear()
+            self.b.clear()
+
+    async def _wait_stop(self) -> None:
+        await self._stop.wait()
+
+    async def _pump(self, src: CallLeg, dst: CallLeg, side: Side) -> None:
+        playout = dst.playout
+        rec = self.recorder
+        limit = self.max_backlog_frames
+        async for frame in src.frames():
+            if len(frame) != FRAME_SAMPLES:
+                continue
+            if playout.queued_frames >= limit:
+                self.dropped[side] += playout.clear()
+            playout.play(frame, label="bridge")
+            self.relayed[side] += 1
+            if rec is not None:
+                rec.frame(side, frame)
+
+    def stats(self) -> dict[str, float]:
+        return {
+            "relayed_a_to_b": float(self.relayed["a"]),
+            "relayed_b_to_a": float(self.relayed["b"]),
+            "dropped_a_to_b": float(self.dropped["a"]),
+            "dropped_b_to_a": float(self.dropped["b"]),
+        }
