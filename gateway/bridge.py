@@ -6,11 +6,17 @@ Many Chinese trunks do not honour REFER, so the engine keeps both legs and relay
     await bridge.run()          # until either leg's media ends (a hang-up) or bridge.stop()
 
 Each leg's RTP session already decodes what arrives (its own jitter buffer, one 20 ms frame per tick of
-the shared media ticker) and encodes what it sends in the codec that leg negotiated. The bridge moves each
-inbound frame, as soon as the ticker produced it, into the other leg's playout, which the ticker sends on
-its next tick: PCMU on one side and PCMA on the other just work, and the bridge adds at most one tick of
-delay and no buffering of its own. If a side's playout ever holds more than `max_backlog_frames` (the
-loop stalled), the backlog is dropped so delay never accumulates.
+the shared media ticker) and encodes what it sends in the codec that leg negotiated, so PCMU on one side
+and PCMA on the other just work. With our RTP sessions (gateway.rtp) the relay runs inside the ticker's
+tick: each leg's inbound frame goes straight into the other leg's playout (`RtpSession.on_frame`) and both
+legs send in the tick's late phase (`late_send`), so a frame leaves in the same tick it was decoded. The
+legs' jitter buffers drop to `jitter_min_ms` (plus twice the measured jitter) while bridged: the far ends'
+phones keep their own. Added delay is then the wait for the next tick (0-20 ms) plus that small target;
+bench/bridge.py measures it. Other CallLeg implementations are relayed by two tasks over frames()/play()
+(one tick more). If a side's playout ever holds `max_backlog_frames` (the loop stalled), the backlog is
+dropped so delay never accumulates.
+
+REFER (letting the carrier connect the two legs) is not used: many Chinese trunks do not honour it.
 
 A `recorder` (BridgeRecorder) gets both directions frame by frame, so the call's recording continues
 across the bridge as a stereo WAV (left: callee, right: agent).
@@ -22,12 +28,14 @@ import asyncio
 import contextlib
 import logging
 import wave
+from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol, cast
 
 import numpy as np
 
 from engine.audio import FRAME_SAMPLES, PCM, SAMPLE_RATE
+from engine.call.playback import Playout
 from engine.ports import CallLeg
 
 log = logging.getLogger("gateway.bridge")
@@ -76,6 +84,22 @@ class BridgeRecorder:
         return await asyncio.to_thread(self._write)
 
 
+class TickedMedia(Protocol):
+    """What the in-tick relay needs from a leg's media (gateway.rtp.session.RtpSession)."""
+
+    on_frame: Callable[[PCM], None] | None
+    late_send: bool
+
+    def set_jitter_min_ms(self, ms: float) -> float: ...
+
+
+def ticked_media(leg: CallLeg) -> TickedMedia | None:
+    m = getattr(leg, "media", None)
+    if m is not None and all(hasattr(m, a) for a in ("on_frame", "late_send", "set_jitter_min_ms")):
+        return cast(TickedMedia, m)
+    return None
+
+
 class MediaBridge:
     """Relays audio a -> b and b -> a frame by frame (see module docstring). Implements the engine's
     `engine.call.transfer.Bridge`."""
@@ -87,11 +111,16 @@ class MediaBridge:
         *,
         recorder: BridgeRecorder | None = None,
         max_backlog_frames: int = 3,
+        jitter_min_ms: float = 7.5,
+        allow_in_tick: bool = True,
     ) -> None:
         self.a = a
         self.b = b
         self.recorder = recorder
         self.max_backlog_frames = max_backlog_frames
+        self.jitter_min_ms = jitter_min_ms
+        self.allow_in_tick = allow_in_tick
+        self.in_tick = False
         self.relayed: dict[Side, int] = {"a": 0, "b": 0}
         self.dropped: dict[Side, int] = {"a": 0, "b": 0}
         self.ended_by: Side | None = None
@@ -104,6 +133,16 @@ class MediaBridge:
         """Relay until either side's media ends (the leg hung up) or stop() is called."""
         self.a.clear()
         self.b.clear()
+        ma, mb = ticked_media(self.a), ticked_media(self.b)
+        restore: list[tuple[TickedMedia, float]] = []
+        if ma is not None and mb is not None and self.allow_in_tick:
+            self.in_tick = True
+            pa, pb = self.b.playout, self.a.playout
+            ma.on_frame = lambda f: self._relay(f, pa, "a")
+            mb.on_frame = lambda f: self._relay(f, pb, "b")
+            for m in (ma, mb):
+                m.late_send = True
+                restore.append((m, m.set_jitter_min_ms(self.jitter_min_ms)))
         pumps: dict[asyncio.Future[None], Side] = {
             asyncio.ensure_future(self._pump(self.a, self.b, "a")): "a",
             asyncio.ensure_future(self._pump(self.b, self.a, "b")): "b",
@@ -122,25 +161,33 @@ class MediaBridge:
             for t in pumps:
                 with contextlib.suppress(asyncio.CancelledError):
                     await t
+            for m, jitter_ms in restore:
+                m.on_frame = None
+                m.late_send = False
+                m.set_jitter_min_ms(jitter_ms)
             self.a.clear()
             self.b.clear()
 
     async def _wait_stop(self) -> None:
         await self._stop.wait()
 
+    def _relay(self, frame: PCM, playout: Playout, side: Side) -> None:
+        if len(frame) != FRAME_SAMPLES:
+            return
+        if playout.queued_frames >= self.max_backlog_frames:
+            self.dropped[side] += playout.clear()
+        playout.play(frame, label="bridge")
+        self.relayed[side] += 1
+        if self.recorder is not None:
+            self.recorder.frame(side, frame)
+
     async def _pump(self, src: CallLeg, dst: CallLeg, side: Side) -> None:
+        """Relay src -> dst over the CallLeg port; in-tick mode only waits here for src's media to end
+        (frames queued before the bridge are stale and dropped)."""
         playout = dst.playout
-        rec = self.recorder
-        limit = self.max_backlog_frames
         async for frame in src.frames():
-            if len(frame) != FRAME_SAMPLES:
-                continue
-            if playout.queued_frames >= limit:
-                self.dropped[side] += playout.clear()
-            playout.play(frame, label="bridge")
-            self.relayed[side] += 1
-            if rec is not None:
-                rec.frame(side, frame)
+            if not self.in_tick:
+                self._relay(frame, playout, side)
 
     def stats(self) -> dict[str, float]:
         return {
