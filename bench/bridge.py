@@ -13,9 +13,11 @@ the number back out of what the bridge sent it, so each relayed frame gives one 
 
 That is the whole path phone -> leg a (its jitter buffer) -> bridge -> leg b -> phone: the bridge's added
 mouth-to-ear delay (a direct phone-to-phone path on loopback is ~0.05 ms). A frame that straddles two
-packets is credited to the packet its middle sample came from. Loss counts packet numbers sent in the
-measured window that never arrived at the far phone. CPU is this process's (the gateway's) user+system
-time over wall time. Prints one JSON object and writes bench/results/bridge.json.
+packets is timed by where the packets' samples sit in it (every sample of a frame has the same delay).
+Loss counts packet numbers sent in the measured window none of whose samples reached the far phone;
+`jb_partial_frames` counts frames with a gap (a packet arrived after its samples were due). CPU is this
+process's (the gateway's) user+system time over wall time. Prints one JSON object and writes
+bench/results/bridge.json.
 """
 
 from __future__ import annotations
@@ -59,15 +61,47 @@ def encode_id(k: int) -> bytes:
     return bytes([_MARK, *d]) * 40  # 160 bytes: the number repeated every 4 samples
 
 
-def decode_id(payload: bytes) -> int | None:
-    """The packet number of the frame's middle sample: a frame the jitter buffer cut across two packets
-    is credited to the packet most of it came from (two equal groups in a row: no boundary inside)."""
-    for j in (76, 72, 80, 68, 84, 64, 88, 60, 92, 56, 96, 52, 100):
-        for i in range(j, j + 4):
-            g = payload[i : i + 4]
-            if g[0] == _MARK and g == payload[i + 4 : i + 8] and all(1 <= x <= _BASE for x in g[1:]):
-                return (g[1] - 1) + (g[2] - 1) * _BASE + (g[3] - 1) * _BASE**2
+def _group_id(g: bytes) -> int | None:
+    if g[0] == _MARK and all(1 <= x <= _BASE for x in g[1:]):
+        return (g[1] - 1) + (g[2] - 1) * _BASE + (g[3] - 1) * _BASE**2
     return None
+
+
+def decode_frame(payload: bytes) -> tuple[int, int] | None:
+    """(n, b): packet n's first sample is frame sample b (b < 0: the frame starts -b samples into it).
+    None when the frame holds no whole group of a packet (silence, a gap).
+
+    Every sample of a relayed frame has the same mouth-to-ear delay: the frame leaves at t_out and its
+    sample b is packet n's first sample, so delay = t_out - t_sent(n) + b / 8000 s."""
+    size = len(payload)
+    best: tuple[int, int, bytes] | None = None  # (n, first whole group start, group)
+    i = payload.find(_MARK)
+    while 0 <= i <= size - 4:
+        g = payload[i : i + 4]
+        n = _group_id(g)
+        if n is not None and (i + 8 > size or payload[i + 4 : i + 8] == g) and (best is None or n > best[0]):
+            best = (n, i, g)
+        i = payload.find(_MARK, i + 1)
+    if best is None:
+        return None
+    n, first, g = best
+    # packet starts are 160 samples (40 groups) apart, so all sit on first's 4-sample grid
+    e = first
+    while e + 4 <= size and payload[e : e + 4] == g:
+        e += 4
+    end_known = False
+    if e < size and payload[e:] != g[: size - e]:
+        if payload[e] == _MARK:
+            return n + 1, e  # the next packet starts inside the frame
+        end_known = True  # a gap (concealment/silence) follows packet n
+    b = first
+    while b >= 4 and payload[b - 4 : b] == g:
+        b -= 4
+    if b >= 4 or (b > 0 and payload[:b] != g[4 - b :]):
+        return n, b  # packet n starts here, after the older packet or a gap
+    if end_known:
+        return n, e - 160  # it ends at e: it started 160 - e samples before the frame
+    return n, b if b == 0 else b - 4
 
 
 # ----------------------------------------------------------------------------------- the phones (child)
@@ -105,8 +139,7 @@ def phones(
     tail_end = end + 1.0
     next_send = [t0 + float(x) for x in rng.uniform(0.0, 0.020, m)]
     count = [0] * m
-    undecodable = 0  # silence (before the first packet) or a frame the jitter buffer concealed
-    repeated = 0
+    received: list[tuple[int, float, bytes]] = []  # decoded after the run (no work in the timed loop)
     buf = bytearray(2048)
     while True:
         now = time.monotonic()
@@ -142,30 +175,29 @@ def phones(
                 if anc:
                     sec, nsec = _TIMESPEC.unpack_from(anc[0][2])
                     arrival = sec + nsec * 1e-9 - offset
-                if nbytes < 12 + 160:
-                    continue
-                num = decode_id(bytes(buf[12 : 12 + 160]))
-                if num is None:
-                    undecodable += 1
-                    continue
-                if num in got[i]:
-                    repeated += 1
-                    continue
-                t_sent = sent_at[i ^ 1].get(num)  # the other leg's phone of the same bridge sent it
-                if t_sent is None:
-                    continue
-                got[i].add(num)
-                if measure_from <= t_sent < end:
-                    delays.append(arrival - t_sent)
+                if nbytes >= 12 + 160:
+                    received.append((i, arrival, bytes(buf[12 : 12 + 160])))
+    undecodable = 0  # silence before the first packet / after the last, or a concealed frame
+    for i, arrival, payload in received:
+        found = decode_frame(payload)
+        if found is None:
+            undecodable += 1
+            continue
+        num, b = found
+        t_sent = sent_at[i ^ 1].get(num)  # the other leg's phone of the same bridge sent it
+        if t_sent is None:
+            continue
+        got[i].add(num)
+        if b > 0 and payload[0] != 0xFF:  # the older packet's tail is there too (0xFF: a µ-law gap)
+            got[i].add(num - 1)
+        if measure_from <= t_sent < end:
+            delays.append(arrival - t_sent + b / 8000.0)
     expected = 0
     lost = 0
     for i in range(m):
         want = [x for x, t in sent_at[i ^ 1].items() if measure_from <= t < end]
         expected += len(want)
-        missing = [x for x in want if x not in got[i]]
-        lost += len(missing)
-        if missing and os.environ.get("BRIDGE_BENCH_DEBUG"):
-            print("endpoint", i, "missing", missing[:20], "of", len(want), file=sys.stderr)
+        lost += sum(1 for x in want if x not in got[i])
     d = np.array(delays) * 1000.0
     conn.send(
         {
@@ -177,8 +209,7 @@ def phones(
             "frames_expected": expected,
             "frames_lost": lost,
             "loss_pct": round(100.0 * lost / expected, 4) if expected else 0.0,
-            "frames_undecodable": undecodable,
-            "frames_repeated": repeated,
+            "frames_without_packet_start": undecodable,
         }
     )
     conn.close()
@@ -275,6 +306,7 @@ async def run(
     ru1 = resource.getrusage(resource.RUSAGE_SELF)
     tstats = ticker.stats()
     rtp_stats = [s.stats() for pair in legs for s in pair]  # before the phones stop sending
+    backlog = [s.playout.queued_frames for pair in legs for s in pair]
     partial = sum(s._jb.partial for pair in legs for s in pair)  # frames with a gap (audio lost)
     phone: dict[str, Any] = await loop.run_in_executor(None, parent.recv)
     await loop.run_in_executor(None, proc.join, 10.0)
@@ -296,6 +328,7 @@ async def run(
         "gateway_cpu_cores_used": round(cpu / wall, 3),
         "gateway_cpu_ms_per_bridge_second": round(1000 * cpu / wall / n, 3),
         "bridge_backlog_frames_dropped": int(dropped),
+        "playout_backlog_frames_at_end": max(backlog),
         "rtp_loss_pct_at_gateway": round(
             100.0
             * sum(s["packets_lost"] for s in rtp_stats)
@@ -327,6 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.quick:
         args.bridges, args.seconds, args.warmup = 10, 4.0, 1.0
+    load_before = os.getloadavg()[0]
     kw: dict[str, Any] = {"in_tick": not args.tasks, "jitter_min_ms": args.jitter_min_ms}
     single = asyncio.run(run(1, args.seconds, args.warmup, **kw))
     load = asyncio.run(run(args.bridges, args.seconds, args.warmup, **kw))
@@ -341,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
         "single": single,
         "load": load,
         "load_jitter_floor_20ms": deep,
-        "load_average_1m": round(os.getloadavg()[0], 2),
+        "machine_load_average_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         "python": platform.python_version(),
         "cpu_count": os.cpu_count(),
     }
