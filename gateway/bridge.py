@@ -19,7 +19,8 @@ dropped so delay never accumulates.
 REFER (letting the carrier connect the two legs) is not used: many Chinese trunks do not honour it.
 
 A `recorder` (BridgeRecorder) gets both directions frame by frame, so the call's recording continues
-across the bridge as a stereo WAV (left: callee, right: agent).
+across the bridge as a stereo WAV (left: callee, right: agent). `listen(leg)` lets a supervisor's leg
+hear both sides mixed (listen-in); nothing it says is relayed.
 """
 
 from __future__ import annotations
@@ -125,6 +126,19 @@ class MediaBridge:
         self.dropped: dict[Side, int] = {"a": 0, "b": 0}
         self.ended_by: Side | None = None
         self._stop = asyncio.Event()
+        #: supervisors listening in: each hears both sides mixed, and neither side hears them
+        self.listeners: list[CallLeg] = []
+        self._pending: dict[Side, PCM] = {}
+
+    def listen(self, leg: CallLeg) -> None:
+        """Let `leg` (a supervisor's answered call) hear both sides, mixed; it cannot be heard."""
+        if leg not in self.listeners:
+            self.listeners.append(leg)
+
+    def unlisten(self, leg: CallLeg) -> None:
+        if leg in self.listeners:
+            self.listeners.remove(leg)
+            leg.clear()
 
     def stop(self) -> None:
         self._stop.set()
@@ -180,6 +194,27 @@ class MediaBridge:
         self.relayed[side] += 1
         if self.recorder is not None:
             self.recorder.frame(side, frame)
+        if self.listeners:
+            self._mix_for_listeners(side, frame)
+
+    def _mix_for_listeners(self, side: Side, frame: PCM) -> None:
+        """Once both sides gave this tick's frame, their sum (clipped) goes to every listener."""
+        other: Side = "b" if side == "a" else "a"
+        pending = self._pending
+        if side in pending:  # the other side skipped a frame: send what we have alone
+            self._to_listeners(pending.pop(side))
+        if other not in pending:
+            pending[side] = frame
+            return
+        mixed = np.clip(pending.pop(other).astype(np.int32) + frame, -32768, 32767).astype(np.int16)
+        self._to_listeners(mixed)
+
+    def _to_listeners(self, pcm: PCM) -> None:
+        for leg in self.listeners:
+            playout = leg.playout
+            if playout.queued_frames >= self.max_backlog_frames:
+                playout.clear()
+            playout.play(pcm, label="listen")
 
     async def _pump(self, src: CallLeg, dst: CallLeg, side: Side) -> None:
         """Relay src -> dst over the CallLeg port; in-tick mode only waits here for src's media to end

@@ -461,7 +461,13 @@ class CallSession:
             return []
         # the bridge reads the callee's audio: stop our own reader (endpointer, ASR) meanwhile
         await self._stop_media()
-        result = await self.transfer.run(self.leg, action.queue, self._summary(), self._ended)
+        result = await self.transfer.run(
+            self.leg,
+            action.queue,
+            self._summary(),
+            self._ended,
+            transcript=[t.model_dump(mode="json") for t in sorted(self.turns, key=lambda t: t.start_s)],
+        )
         self.transfer_result = result
         if result.status == "bridged":
             self.runner.state.end_reason = "transferred"

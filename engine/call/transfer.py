@@ -20,11 +20,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Literal, Protocol, TypeVar
 
 import numpy as np
+from pydantic import BaseModel, Field
 
 from engine.audio import PCM, SAMPLE_RATE
 from engine.call.playback import PlaybackHandle
@@ -55,6 +57,25 @@ class Bridge(Protocol):
 
 
 BridgeFactory = Callable[[CallLeg, CallLeg], Bridge]
+
+HandoffKind = Literal["offered", "bridged", "ended"]
+
+
+class HandoffUpdate(BaseModel):
+    """One step of a hand-off, for the agent's screen-pop and the supervisors' console (API/SSE).
+    `offered` carries the summary the agent is whispered and the transcript so far."""
+
+    type: HandoffKind
+    call_id: str
+    queue: str
+    agent: str | None = None
+    at: datetime
+    wait_s: float = 0.0
+    bridged_s: float = 0.0
+    summary: dict[str, Any] = Field(default_factory=dict)
+    transcript: list[dict[str, Any]] = Field(default_factory=list)
+    status: str | None = None
+    ended_by: str | None = None
 
 
 @dataclass
@@ -99,6 +120,7 @@ class Transferer:
         trunk: str | None = None,
         voice: str | None = None,
         hold_audio: Callable[[QueueConfig], Awaitable[PCM | None]] | None = None,
+        on_update: Callable[[HandoffUpdate], None] | None = None,
     ) -> None:
         self.directory = directory
         self.lines = lines
@@ -112,6 +134,33 @@ class Transferer:
         self.hold_audio = hold_audio
         #: bridges in progress (for the console and the benchmark)
         self.active: dict[str, Bridge] = {}
+        #: the screen-pop feed: offered (the agent answered: summary + transcript so far), bridged, ended
+        self.on_update = on_update
+        #: the latest screen-pop per agent while their call lasts (what an API/SSE endpoint would serve)
+        self.screen_pops: dict[str, HandoffUpdate] = {}
+        self._cleanup: set[asyncio.Future[None]] = set()
+
+    def _update(self, kind: HandoffKind, cid: str, result: TransferResult, **extra: Any) -> None:
+        upd = HandoffUpdate(
+            type=kind,
+            call_id=cid,
+            queue=result.queue,
+            agent=result.agent,
+            at=self.clock.now(),
+            wait_s=result.wait_s,
+            bridged_s=result.bridged_s,
+            **extra,
+        )
+        if result.agent is not None:
+            if kind == "ended":
+                self.screen_pops.pop(result.agent, None)
+            else:
+                self.screen_pops[result.agent] = upd
+        if self.on_update is not None:
+            try:
+                self.on_update(upd)
+            except Exception:  # a console that fails must never break the call
+                log.exception("handoff update listener failed", extra={"call_id": cid})
 
     async def run(
         self,
@@ -119,7 +168,11 @@ class Transferer:
         queue: str,
         summary: Mapping[str, Any],
         callee_gone: asyncio.Event,
+        *,
+        transcript: Sequence[Mapping[str, Any]] = (),
     ) -> TransferResult:
+        """Hold, dial, whisper, bridge (see module docstring). `transcript`: the conversation so far, for
+        the agent's screen-pop."""
         cid = callee.info.call_id
         t0 = self.clock.monotonic()
         q = self.directory.queue(queue)
@@ -127,6 +180,7 @@ class Transferer:
             log.warning("transfer to unknown queue %r: fallback", queue, extra={"call_id": cid})
             return TransferResult("no_agent", queue, reason=f"no queue named {queue!r}")
         hold = asyncio.ensure_future(self._hold(callee, q))
+        picked: tuple[AgentPick, CallLeg, TransferResult] | TransferResult | None = None
         try:
             picked = await self._find_agent(callee, q, callee_gone, t0)
         finally:
@@ -140,9 +194,18 @@ class Transferer:
             # whisper to the agent only; the callee keeps hearing the hold prompt meanwhile
             line = whisper_line(q.whisper, summary)
             result.whisper = line
-            pcm = await self.synthesizer.render(line, voice=self.voice)
-            handle = agent.play(pcm, label="whisper")
-            done = await self._race(handle.wait(), callee_gone, agent, None)
+            self._update(
+                "offered", cid, result, summary=dict(summary), transcript=[dict(t) for t in transcript]
+            )
+            done: object | None = True
+            try:
+                pcm: PCM | None = await self.synthesizer.render(line, voice=self.voice)
+            except Exception as e:  # no whisper is better than no transfer
+                log.warning("whisper not rendered (%s): bridging without it", e, extra={"call_id": cid})
+                pcm = None
+            if pcm is not None:
+                handle = agent.play(pcm, label="whisper")
+                done = await self._race(handle.wait(), callee_gone, agent, None)
             hold.cancel()
             callee.clear()
             result.wait_s = round(self.clock.monotonic() - t0, 3)
@@ -157,6 +220,7 @@ class Transferer:
             self.active[cid] = bridge
             b0 = self.clock.monotonic()
             log.info("bridging with agent %s after %.1f s", pick.label, result.wait_s, extra={"call_id": cid})
+            self._update("bridged", cid, result)
             try:
                 await bridge.run()
             finally:
@@ -168,9 +232,13 @@ class Transferer:
             if result.ended_by == "callee":
                 await self._end(agent)
             return result
+        except BaseException:
+            self._end_later(agent)  # never leave the agent's phone connected
+            raise
         finally:
             hold.cancel()
             self.directory.release(pick, talked=result.status == "bridged")
+            self._update("ended", cid, result, status=result.status, ended_by=result.ended_by)
 
     # --- steps --------------------------------------------------------------------------------------
 
@@ -225,7 +293,12 @@ class Transferer:
                 self.directory.release(pick, talked=False)
                 continue
             ring = min(q.ring_timeout_s, max(0.0, deadline - self.clock.monotonic()))
-            answered = await self._race(leg.wait_answered(), callee_gone, leg, ring, raise_errors=False)
+            try:
+                answered = await self._race(leg.wait_answered(), callee_gone, leg, ring, raise_errors=False)
+            except BaseException:
+                self._end_later(leg)  # cancelled while ringing: CANCEL the agent
+                self.directory.release(pick, talked=False)
+                raise
             if answered is _ANSWERED:
                 attempt["result"] = "answered"
                 result.agent, result.agent_uri = pick.label, pick.uri
@@ -264,6 +337,12 @@ class Transferer:
             log.warning("cannot dial agent %s: %s", pick.label, e, extra={"call_id": cid})
             await self.clock.sleep(0.5)  # no tight loop over a misconfigured agent
             return None
+
+    def _end_later(self, leg: CallLeg) -> None:
+        """Hang `leg` up in the background (we are being cancelled and cannot wait)."""
+        task = asyncio.ensure_future(self._end(leg))
+        self._cleanup.add(task)
+        task.add_done_callback(self._cleanup.discard)
 
     async def _end(self, leg: CallLeg) -> None:
         with contextlib.suppress(Exception):

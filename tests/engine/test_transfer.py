@@ -10,10 +10,12 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, time
 
 import dialplans
+from engine.audio import PCM
 from engine.call.session import CallSession
-from engine.call.transfer import Transferer
+from engine.call.transfer import HandoffUpdate, Transferer
 from engine.clock import VirtualClock
 from engine.dispositions import Disposition
+from engine.errors import ModelError
 from engine.handoff import AgentConfig, AgentDirectory, QueueConfig, WorkingHours
 from engine.outcome import CallOutcome
 from gateway.bridge import BridgeRecorder, MediaBridge
@@ -47,7 +49,10 @@ class Call:
             self.bridges.append(br)
             return br
 
-        self.transferer = Transferer(self.directory, self.lines, self.synth, bridge, clock=self.clock)
+        self.updates: list[HandoffUpdate] = []
+        self.transferer = Transferer(
+            self.directory, self.lines, self.synth, bridge, clock=self.clock, on_update=self.updates.append
+        )
         self.session = CallSession(
             self.leg,
             dialplans.get("trial-class-zh"),
@@ -153,6 +158,28 @@ async def test_transfer_whispers_then_bridges_until_the_agent_hangs_up() -> None
     assert c.directory.state("a1") == "wrap_up"
     await c.clock.advance(31)
     assert c.directory.state("a1") == "available"
+    # the screen-pop feed: offered (summary + transcript so far), bridged, ended
+    assert [u.type for u in c.updates] == ["offered", "bridged", "ended"]
+    offered = c.updates[0]
+    assert offered.agent == "a1" and offered.summary["intent"] == "human_agent"
+    assert any(t["text"] == "我要转人工" and t["speaker"] == "callee" for t in offered.transcript)
+    assert c.updates[-1].status == "bridged" and c.updates[-1].bridged_s == o.transfer.bridged_s
+    assert c.transferer.screen_pops == {}  # gone once the call ended
+
+
+class _WhisperlessSynth(ToneSynth):
+    async def render(self, text: str, *, voice: str | None = None, speed: float = 1.0) -> PCM:
+        if "王女士" in text:
+            raise ModelError("tts crashed")
+        return await super().render(text, voice=voice, speed=speed)
+
+
+async def test_a_whisper_the_tts_cannot_render_does_not_stop_the_bridge() -> None:
+    c = Call(agents=_agents(), queue=_queue(), plans={"sip:a1@pbx": [{"answer_after": 1.0}]})
+    c.transferer.synthesizer = _WhisperlessSynth()
+    o = await c.run(when=_bridged, then=lambda c: c.lines.legs[0].agent_hangs_up())
+    assert o.transfer is not None and o.transfer.status == "bridged" and o.error is None
+    assert c.lines.legs[0].recording.count("whisper") == 0
 
 
 async def test_no_agent_answers_falls_back_to_a_callback() -> None:

@@ -148,3 +148,44 @@ async def test_stop_ends_the_bridge_and_a_stalled_side_never_builds_delay() -> N
     finally:
         for s in (leg_a, leg_b, phone_a, phone_b):
             await s.close()
+
+
+async def test_supervisor_listening_in_hears_both_sides_and_is_not_heard() -> None:
+    leg_a, phone_a = await _pair("PCMU", 0, "a")
+    leg_b, phone_b = await _pair("PCMA", 8, "b")
+    leg_s, phone_s = await _pair("PCMU", 0, "s")
+    bridge = MediaBridge(Leg(leg_a), Leg(leg_b))
+    bridge.listen(Leg(leg_s))
+    phone_a.playout.play(tone(A_HZ, 3.0))
+    phone_b.playout.play(tone(B_HZ, 3.0))
+    phone_s.playout.play(tone(1200.0, 3.0))  # the supervisor talks: nobody may hear it
+    run = asyncio.create_task(bridge.run())
+    try:
+
+        async def both(phone: RtpSession) -> None:
+            n = 0
+            async for f in phone.frames():
+                spec = np.abs(np.fft.rfft(f.astype(np.float64) * np.hanning(len(f))))
+                k_a, k_b = round(A_HZ * len(f) / SAMPLE_RATE), round(B_HZ * len(f) / SAMPLE_RATE)
+                if spec[k_a] > 0.2 * spec.max() and spec[k_b] > 0.2 * spec.max() and np.abs(f).max() > 4000:
+                    n += 1
+                    if n >= 25:
+                        return
+
+        async with asyncio.timeout(10.0):
+            await both(phone_s)
+            await heard(phone_b, A_HZ, 10)
+        # the supervisor's 1200 Hz reached neither side
+        for phone in (phone_a, phone_b):
+            async with asyncio.timeout(5.0):
+                seen = 0
+                async for f in phone.frames():
+                    seen += 1
+                    assert abs(dominant_hz(f) - 1200.0) > 100 or np.abs(f).max() < 500
+                    if seen >= 25:
+                        break
+    finally:
+        bridge.stop()
+        await asyncio.wait_for(run, 5.0)
+        for s in (leg_a, leg_b, leg_s, phone_a, phone_b, phone_s):
+            await s.close()
