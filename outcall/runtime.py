@@ -198,6 +198,19 @@ def agent_directory(settings: Settings) -> AgentDirectory | None:
     return AgentDirectory(agents=settings.agents, queues=settings.queues)
 
 
+_DIRECTORIES: dict[int, tuple[Settings, AgentDirectory | None]] = {}
+
+
+def shared_agent_directory(settings: Settings) -> AgentDirectory | None:
+    """One directory per Settings object for the whole process: concurrent calls share the agents' states
+    (an agent busy on one call is not offered another; wrap-up holds across calls)."""
+    hit = _DIRECTORIES.get(id(settings))
+    if hit is None or hit[0] is not settings:
+        hit = (settings, agent_directory(settings))
+        _DIRECTORIES[id(settings)] = hit
+    return hit[1]
+
+
 def build_transferer(
     settings: Settings,
     line: LineProvider,
@@ -209,7 +222,7 @@ def build_transferer(
     voice: str | None = None,
 ) -> Transferer | None:
     """The hand-off to human agents: dial agents on `line`, bridge in our process (no REFER)."""
-    directory = directory or agent_directory(settings)
+    directory = directory or shared_agent_directory(settings)
     if directory is None:
         return None
 

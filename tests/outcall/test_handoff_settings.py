@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from engine.errors import ConfigError
-from outcall.runtime import agent_directory
+from outcall.runtime import agent_directory, shared_agent_directory
 from outcall.settings import load_settings
 
 TOML = """
@@ -56,6 +56,11 @@ def test_agents_and_queues_from_toml(monkeypatch: pytest.MonkeyPatch, tmp_path: 
     assert d.state("li") == "offline" and set(d.queues) == {"advisors", "callcentre"}
     cc = d.select("callcentre")
     assert cc is not None and cc.uri == "sip:4008001234@127.0.0.1:5070" and cc.agent is None
+    # every call of the process sees the same agents' states
+    shared = shared_agent_directory(s)
+    assert shared is not None and shared is shared_agent_directory(s) and shared is not d
+    shared.set_state("zhang", "busy")
+    assert shared_agent_directory(s).state("zhang") == "busy"  # type: ignore[union-attr]
 
 
 def test_bad_queue_config_names_the_place(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
