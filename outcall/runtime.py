@@ -17,7 +17,7 @@ import numpy as np
 import dialplans
 from engine.audio import PCM
 from engine.call.session import CallSession
-from engine.call.transfer import Bridge, Transferer
+from engine.call.transfer import Bridge, HandoffBoard, Transferer
 from engine.dialog import prompts
 from engine.dialog.schema import Dialplan
 from engine.errors import ConfigError, ModelError, TelephonyError
@@ -211,6 +211,18 @@ def shared_agent_directory(settings: Settings) -> AgentDirectory | None:
     return hit[1]
 
 
+_BOARDS: dict[int, tuple[Settings, HandoffBoard]] = {}
+
+
+def shared_handoff_board(settings: Settings) -> HandoffBoard:
+    """The screen-pop feed every call's transfers publish to (the API's /handoff routes read it)."""
+    hit = _BOARDS.get(id(settings))
+    if hit is None or hit[0] is not settings:
+        hit = (settings, HandoffBoard())
+        _BOARDS[id(settings)] = hit
+    return hit[1]
+
+
 def build_transferer(
     settings: Settings,
     line: LineProvider,
@@ -229,7 +241,16 @@ def build_transferer(
     def bridge(a: CallLeg, b: CallLeg) -> Bridge:
         return MediaBridge(a, b)
 
-    return Transferer(directory, line, synthesizer, bridge, caller_id=caller_id, trunk=trunk, voice=voice)
+    return Transferer(
+        directory,
+        line,
+        synthesizer,
+        bridge,
+        caller_id=caller_id,
+        trunk=trunk,
+        voice=voice,
+        on_update=shared_handoff_board(settings).publish,
+    )
 
 
 async def run_call(

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol, TypeVar
@@ -105,6 +105,43 @@ def whisper_line(template: str, values: Mapping[str, Any]) -> str:
     except (ValueError, IndexError, AttributeError) as e:  # a broken template must not lose the call
         log.warning("whisper template %r unusable (%s): using the plain summary", template, e)
         return " ".join(str(v) for v in values.values() if v)
+
+
+class HandoffBoard:
+    """The process's feed of hand-offs for the console: the current screen-pop per agent, and a stream of
+    every update to any number of subscribers (API/SSE). A subscriber that falls behind loses the oldest."""
+
+    def __init__(self, *, queue_size: int = 100) -> None:
+        self.current: dict[str, HandoffUpdate] = {}
+        self._subs: set[asyncio.Queue[HandoffUpdate]] = set()
+        self._size = queue_size
+
+    def publish(self, update: HandoffUpdate) -> None:
+        if update.agent is not None:
+            if update.type == "ended":
+                self.current.pop(update.agent, None)
+            else:
+                self.current[update.agent] = update
+        for q in self._subs:
+            if q.full():
+                q.get_nowait()
+            q.put_nowait(update)
+
+    async def subscribe(self, *, keepalive_s: float | None = None) -> AsyncIterator[HandoffUpdate | None]:
+        """Updates as they happen; with keepalive_s, None after that many idle seconds."""
+        q: asyncio.Queue[HandoffUpdate] = asyncio.Queue(self._size)
+        self._subs.add(q)
+        try:
+            while True:
+                if keepalive_s is None:
+                    yield await q.get()
+                    continue
+                try:
+                    yield await asyncio.wait_for(q.get(), keepalive_s)
+                except TimeoutError:
+                    yield None
+        finally:
+            self._subs.discard(q)
 
 
 class Transferer:
