@@ -21,7 +21,7 @@ from engine.call.transfer import Bridge, HandoffBoard, Transferer
 from engine.dialog import prompts
 from engine.dialog.schema import Dialplan
 from engine.errors import ConfigError, ModelError, TelephonyError
-from engine.handoff import AgentDirectory
+from engine.handoff import AgentDirectory, QueueConfig
 from engine.outcome import CallOutcome
 from engine.ports import CallLeg, Classifier, LineProvider, Recognizer, Synthesizer, Transcript
 from gateway.bridge import MediaBridge
@@ -241,6 +241,11 @@ def build_transferer(
     def bridge(a: CallLeg, b: CallLeg) -> Bridge:
         return MediaBridge(a, b)
 
+    load_wav = wav_loader(Path.cwd())
+
+    async def hold_audio(q: QueueConfig) -> PCM | None:
+        return await load_wav(q.hold_wav) if q.hold_wav else None  # relative to the working directory
+
     return Transferer(
         directory,
         line,
@@ -249,6 +254,7 @@ def build_transferer(
         caller_id=caller_id,
         trunk=trunk,
         voice=voice,
+        hold_audio=hold_audio,
         on_update=shared_handoff_board(settings).publish,
     )
 

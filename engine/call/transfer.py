@@ -282,7 +282,10 @@ class Transferer:
     async def _hold(self, callee: CallLeg, q: QueueConfig) -> None:
         pcm: PCM | None = None
         if self.hold_audio is not None:
-            pcm = await self.hold_audio(q)
+            try:
+                pcm = await self.hold_audio(q)
+            except Exception as e:  # a broken hold recording: say the hold prompt instead
+                log.warning("hold audio of queue %s unusable (%s): synthesising the prompt", q.name, e)
         if pcm is None:
             pcm = await self.synthesizer.render(q.hold_prompt, voice=self.voice)
         gap = np.zeros(int(HOLD_GAP_S * SAMPLE_RATE), np.int16)

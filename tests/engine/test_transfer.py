@@ -9,6 +9,8 @@ import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, time
 
+import numpy as np
+
 import dialplans
 from engine.audio import PCM
 from engine.call.session import CallSession
@@ -269,3 +271,26 @@ async def test_queue_number_is_dialled_as_is() -> None:
     assert c.lines.dialled == ["sip:4008@callcentre"]
     assert o.transfer is not None and o.transfer.agent == "sip:4008@callcentre"
     assert o.transfer.status == "bridged"
+
+
+async def test_hold_music_from_the_queue_or_the_prompt_when_it_is_broken() -> None:
+    c = Call(agents=_agents(), queue=_queue(), plans={"sip:a1@pbx": [{"answer_after": 2.0}]})
+
+    async def music(q: QueueConfig) -> PCM:
+        return np.full(8000, 1234, np.int16)
+
+    c.transferer.hold_audio = music
+    await c.run(when=_bridged, then=lambda c: c.lines.legs[0].agent_hangs_up())
+    assert "请稍候" not in c.synth.rendered  # the recording played, the prompt was never synthesised
+    held = [f for f, lab in zip(c.callee_heard.sent_pcm, c.callee_heard.sent, strict=True) if lab == "hold"]
+    assert held and int(held[0][0]) == 1234
+
+    c2 = Call(agents=_agents(), queue=_queue(), plans={"sip:a1@pbx": [{"answer_after": 2.0}]})
+
+    async def broken(q: QueueConfig) -> PCM:
+        raise ModelError("cannot read hold.wav")
+
+    c2.transferer.hold_audio = broken
+    o = await c2.run(when=_bridged, then=lambda c: c.lines.legs[0].agent_hangs_up())
+    assert "请稍候" in c2.synth.rendered and c2.callee_heard.count("hold") > 0
+    assert o.transfer is not None and o.transfer.status == "bridged"
