@@ -246,7 +246,8 @@ def build_transferer(
     async def hold_audio(q: QueueConfig) -> PCM | None:
         return await load_wav(q.hold_wav) if q.hold_wav else None  # relative to the working directory
 
-    return Transferer(
+    board = shared_handoff_board(settings)
+    transferer = Transferer(
         directory,
         line,
         synthesizer,
@@ -255,8 +256,10 @@ def build_transferer(
         trunk=trunk,
         voice=voice,
         hold_audio=hold_audio,
-        on_update=shared_handoff_board(settings).publish,
+        on_update=board.publish,
     )
+    transferer.board = board
+    return transferer
 
 
 async def run_call(

@@ -55,6 +55,12 @@ class Bridge(Protocol):
 
     def stats(self) -> dict[str, float]: ...
 
+    def listen(self, leg: CallLeg) -> None:
+        """A supervisor's leg hears both sides mixed and is not heard."""
+        ...
+
+    def unlisten(self, leg: CallLeg) -> None: ...
+
 
 BridgeFactory = Callable[[CallLeg, CallLeg], Bridge]
 
@@ -113,6 +119,8 @@ class HandoffBoard:
 
     def __init__(self, *, queue_size: int = 100) -> None:
         self.current: dict[str, HandoffUpdate] = {}
+        #: bridged calls by call id -> the Transferer running them (listen-in goes through it)
+        self.live: dict[str, Transferer] = {}
         self._subs: set[asyncio.Queue[HandoffUpdate]] = set()
         self._size = queue_size
 
@@ -175,6 +183,10 @@ class Transferer:
         self.on_update = on_update
         #: the latest screen-pop per agent while their call lasts (what an API/SSE endpoint would serve)
         self.screen_pops: dict[str, HandoffUpdate] = {}
+        #: supervisors' legs listening in, per bridged call
+        self.listeners: dict[str, list[CallLeg]] = {}
+        #: where live transfers register themselves (so the API can find a call to listen in on)
+        self.board: HandoffBoard | None = None
         self._cleanup: set[asyncio.Future[None]] = set()
 
     def _update(self, kind: HandoffKind, cid: str, result: TransferResult, **extra: Any) -> None:
@@ -255,6 +267,8 @@ class Transferer:
             result.status = "bridged"
             bridge = self.bridge_factory(callee, agent)
             self.active[cid] = bridge
+            if self.board is not None:
+                self.board.live[cid] = self
             b0 = self.clock.monotonic()
             log.info("bridging with agent %s after %.1f s", pick.label, result.wait_s, extra={"call_id": cid})
             self._update("bridged", cid, result)
@@ -262,7 +276,11 @@ class Transferer:
                 await bridge.run()
             finally:
                 self.active.pop(cid, None)
+                if self.board is not None:
+                    self.board.live.pop(cid, None)
                 bridge.stop()
+                for listener in self.listeners.pop(cid, []):
+                    self._end_later(listener)
             result.bridged_s = round(self.clock.monotonic() - b0, 3)
             agent_ended = agent.info.ended_at is not None or agent.info.hangup_by is not None
             result.ended_by = "callee" if callee_gone.is_set() and not agent_ended else "agent"
@@ -276,6 +294,34 @@ class Transferer:
             hold.cancel()
             self.directory.release(pick, talked=result.status == "bridged")
             self._update("ended", cid, result, status=result.status, ended_by=result.ended_by)
+
+    async def listen_in(
+        self, call_id: str, target: str, *, ring_timeout: float = 30.0, trunk: str | None = None
+    ) -> CallLeg:
+        """Dial a supervisor and, once they answer, let them hear the bridged call `call_id`.
+        Raises KeyError when the call is not bridged (any more), TelephonyError when nobody answers."""
+        if call_id not in self.active:
+            raise KeyError(call_id)
+        leg = await self.lines.originate(
+            target,
+            caller_id=self.caller_id,
+            trunk=trunk or self.trunk,
+            headers={"X-Outcall-Listen": call_id},
+            ring_timeout=ring_timeout,
+        )
+        try:
+            await leg.wait_answered()
+        except BaseException:
+            self._end_later(leg)
+            raise
+        bridge = self.active.get(call_id)
+        if bridge is None:  # the call ended while the supervisor's phone rang
+            await self._end(leg)
+            raise KeyError(call_id)
+        bridge.listen(leg)
+        self.listeners.setdefault(call_id, []).append(leg)
+        log.info("supervisor %s listening in", target, extra={"call_id": call_id})
+        return leg
 
     # --- steps --------------------------------------------------------------------------------------
 

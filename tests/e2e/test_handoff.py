@@ -12,6 +12,7 @@ import asyncio
 import wave
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pytest
@@ -248,3 +249,66 @@ async def test_callee_hanging_up_while_bridged_ends_the_agent_call(
     await agent.wait_event_async("CALL_CLOSED", 10.0)
     assert o.transfer is not None and o.transfer.status == "bridged" and o.transfer.ended_by == "callee"
     assert o.hangup_by == "callee"
+
+
+class _CountingRecorder(BridgeRecorder):
+    """Sets `enough` once `need` more frames of each side were relayed after `arm()`."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.enough = asyncio.Event()
+        self._from: tuple[int, int] | None = None
+        self.need = 0
+
+    def arm(self, need: int) -> None:
+        self._from, self.need = self.frames, need
+
+    def frame(self, side: Literal["a", "b"], pcm: PCM) -> None:
+        super().frame(side, pcm)
+        if self._from is not None:
+            a, b = self.frames
+            if min(a - self._from[0], b - self._from[1]) >= self.need:
+                self.enough.set()
+
+
+async def test_supervisor_listening_in_hears_both_sides(
+    baresip: BaresipFactory, ua: UserAgent, tmp_path: Path
+) -> None:
+    callee = baresip(audio=_tone_wav(tmp_path / "callee.wav", CALLEE_HZ, 40.0), delay_s=2.0, tail_s=5.0)
+    agent = baresip(audio=_tone_wav(tmp_path / "agent.wav", AGENT_HZ, 40.0), tail_s=5.0, user="agent")
+    boss = baresip(audio=_tone_wav(tmp_path / "boss.wav", 1200.0, 40.0), tail_s=5.0, user="boss")
+    bridged = asyncio.Event()
+    recorder = _CountingRecorder(tmp_path / "bridge.wav")
+    task, session = await _call(ua, callee, agent.uri, on_bridge=bridged, recorder=recorder)
+    await asyncio.wait_for(bridged.wait(), 30.0)
+    transferer = session.transfer
+    assert transferer is not None
+    leg = await asyncio.wait_for(transferer.listen_in(session.call_id, boss.uri), 15.0)
+    assert leg.info.answered_at is not None
+    recorder.arm(150)  # 3 s of both sides while the supervisor listens
+    await asyncio.wait_for(recorder.enough.wait(), 20.0)
+    await asyncio.to_thread(callee.hangup)
+    o = await asyncio.wait_for(task, 30.0)
+    assert o.transfer is not None and o.transfer.status == "bridged"
+    await boss.wait_event_async("CALL_CLOSED", 10.0)  # the supervisor's leg ended with the call
+    heard_by_boss = await asyncio.to_thread(_read, boss.recording("dec"))
+    assert tone_seconds_mixed(heard_by_boss, CALLEE_HZ, AGENT_HZ) >= 2.0
+    # neither side heard the supervisor's 1200 Hz
+    await agent.wait_event_async("CALL_CLOSED", 10.0)
+    for phone in (callee, agent):
+        assert tone_seconds(await asyncio.to_thread(_read, phone.recording("dec")), 1200.0) < 0.3
+
+
+def tone_seconds_mixed(pcm: PCM, hz1: float, hz2: float) -> float:
+    """Seconds of 100 ms windows holding both tones (each bin >= 20 % of the window's power)."""
+    win = SAMPLE_RATE // 10
+    n = len(pcm) // win
+    x = pcm[: n * win].reshape(n, win).astype(np.float64)
+    spec = np.abs(np.fft.rfft(x * np.hanning(win), axis=1)) ** 2
+    total = np.maximum(spec.sum(axis=1), 1e-9)
+
+    def share(hz: float) -> np.ndarray:
+        k = round(hz * win / SAMPLE_RATE)
+        return spec[:, k - 1 : k + 2].sum(axis=1) / total  # type: ignore[no-any-return]
+
+    return float(((share(hz1) > 0.2) & (share(hz2) > 0.2)).sum()) * 0.1

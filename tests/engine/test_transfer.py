@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, time
 
 import numpy as np
+import pytest
 
 import dialplans
 from engine.audio import PCM
@@ -78,18 +79,19 @@ class Call:
         until_s: float = 120.0,
         when: Callable[[Call], bool] | None = None,
         then: Callable[[Call], object] | None = None,
+        steps: Sequence[tuple[Callable[[Call], bool], Callable[[Call], object]]] = (),
     ) -> CallOutcome:
         task = asyncio.create_task(self.session.run())
-        fired = False
+        todo = list(steps)
+        if when is not None and then is not None:
+            todo.append((when, then))
         for _ in range(int(until_s / 0.02)):
             if task.done():
                 break
-            if not fired and when is not None and when(self):
-                fired = True
-                if then is not None:
-                    r = then(self)
-                    if asyncio.iscoroutine(r):
-                        await r
+            if todo and todo[0][0](self):
+                r = todo.pop(0)[1](self)
+                if asyncio.iscoroutine(r):
+                    await r
             if (
                 self.session._media_task is None
                 and not self.transferer.active
@@ -294,3 +296,28 @@ async def test_hold_music_from_the_queue_or_the_prompt_when_it_is_broken() -> No
     o = await c2.run(when=_bridged, then=lambda c: c.lines.legs[0].agent_hangs_up())
     assert "请稍候" in c2.synth.rendered and c2.callee_heard.count("hold") > 0
     assert o.transfer is not None and o.transfer.status == "bridged"
+
+
+async def test_a_supervisor_listens_in_to_both_sides_and_is_hung_up_with_the_call() -> None:
+    c = Call(agents=_agents(), queue=_queue(), plans={"sip:a1@pbx": [{"answer_after": 1.0}]})
+    listening: list[asyncio.Task[object]] = []
+
+    def listen(c: Call) -> None:
+        listening.append(asyncio.ensure_future(c.transferer.listen_in("fake-1", "sip:boss@pbx")))
+
+    def boss_heard(c: Call) -> bool:
+        return len(c.lines.legs) == 2 and c.lines.legs[1].recording.count("listen") > 50
+
+    o = await c.run(
+        steps=[(_bridged, listen), (boss_heard, lambda c: c.lines.legs[0].agent_hangs_up())],
+    )
+    assert o.transfer is not None and o.transfer.status == "bridged"
+    boss = c.lines.legs[1]
+    assert c.lines.dialled == ["sip:a1@pbx", "sip:boss@pbx"]
+    assert c.lines.headers[1] == {"X-Outcall-Listen": "fake-1"}
+    assert listening[0].done() and listening[0].result() is boss
+    # the mix: the agent's 1 kHz voice plus the callee's side; nothing the boss says is relayed
+    assert boss.recording.count("listen") > 50 and boss.recording.count("bridge") == 0
+    assert boss.ended and boss.hangups == 1  # hung up when the bridge ended
+    with pytest.raises(KeyError):
+        await c.transferer.listen_in("fake-1", "sip:boss@pbx")

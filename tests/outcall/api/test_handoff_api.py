@@ -72,3 +72,26 @@ def test_agents_screen_pops_and_events(tmp_path: Path, monkeypatch: pytest.Monke
         assert board.current == {}
     finally:
         store.close()
+
+
+def test_listen_in_needs_a_bridged_call_and_a_manager(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OUTCALL_CONFIG", str(tmp_path / "none.toml"))
+    store = SqliteStore(tmp_path / "api.db")
+    _, viewer = AuthStore(store).create_token("viewer", "viewer-bot")
+    _, manager = AuthStore(store).create_token("manager", "manager-bot")
+    app = create_app(load_settings(db=str(tmp_path / "api.db")), store)
+    try:
+        with TestClient(app) as client:
+            url = "/handoff/calls/nope/listen"
+            body = {"uri": "sip:boss@127.0.0.1:5099"}
+            assert (
+                client.post(url, json=body, headers={"Authorization": f"Bearer {viewer}"}).status_code == 403
+            )
+            r = client.post(url, json=body, headers={"Authorization": f"Bearer {manager}"})
+            assert r.status_code == 404 and r.headers["content-type"].startswith("application/problem+json")
+            r = client.post(url, json={"uri": ""}, headers={"Authorization": f"Bearer {manager}"})
+            assert r.status_code == 422
+    finally:
+        store.close()
