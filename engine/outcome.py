@@ -32,6 +32,21 @@ class Turn(BaseModel):
     asr_engine: str | None = None
 
 
+class TransferRecord(BaseModel):
+    """The hand-off to a human agent (转人工), when the dialplan reached a transfer node."""
+
+    queue: str
+    status: Literal["bridged", "no_agent", "callee_hung_up", "failed"]
+    agent: str | None = Field(None, description="agent id (or the queue number dialled)")
+    agent_uri: str | None = None
+    agent_call_id: str | None = None
+    wait_s: float = Field(0.0, description="seconds the callee waited on hold")
+    bridged_s: float = Field(0.0, description="seconds the callee talked with the agent")
+    ended_by: Literal["agent", "callee"] | None = None
+    reason: str | None = None
+    attempts: list[dict[str, Any]] = Field(default_factory=list, description="agents dialled, in order")
+
+
 class CallOutcome(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -65,6 +80,7 @@ class CallOutcome(BaseModel):
     billed_s: int = Field(0, description="billed seconds: talk time rounded up per the trunk's tariff")
     cost: float = Field(0.0, description="what the trunk charges for this call (tariff currency)")
     error: str | None = None
+    transfer: TransferRecord | None = None
 
     @computed_field  # type: ignore[prop-decorator]
     @property

@@ -17,6 +17,7 @@ import numpy as np
 import dialplans
 from engine.audio import PCM
 from engine.call.session import CallSession, SessionConfig
+from engine.call.transfer import Bridge, HandoffBoard, Transferer
 from engine.campaign.calendar import Calendar, zone
 from engine.campaign.contacts import Contact, contact_timezone
 from engine.campaign.scheduler import CampaignConfig, Claim, Seat
@@ -25,8 +26,10 @@ from engine.dialog.schema import Dialplan
 from engine.dialog.timeparse import DEFAULT_WINDOW
 from engine.dispositions import Disposition
 from engine.errors import ConfigError, ModelError, TelephonyError
+from engine.handoff import AgentDirectory, QueueConfig
 from engine.outcome import CallOutcome
-from engine.ports import Classifier, Recognizer, Synthesizer, Transcript
+from engine.ports import CallLeg, Classifier, LineProvider, Recognizer, Synthesizer, Transcript
+from gateway.bridge import MediaBridge
 from gateway.leg import SipCallLeg
 from gateway.recording import recording_path
 from gateway.sip.ua import IncomingHandler, UserAgent
@@ -196,6 +199,77 @@ async def start_ua(settings: Settings, *, on_incoming: IncomingHandler | None = 
     return ua
 
 
+def agent_directory(settings: Settings) -> AgentDirectory | None:
+    """The agents and queues of the settings ([[agents]], [[queues]]); None when no queue is defined."""
+    if not settings.queues:
+        return None
+    return AgentDirectory(agents=settings.agents, queues=settings.queues)
+
+
+_DIRECTORIES: dict[int, tuple[Settings, AgentDirectory | None]] = {}
+
+
+def shared_agent_directory(settings: Settings) -> AgentDirectory | None:
+    """One directory per Settings object for the whole process: concurrent calls share the agents' states
+    (an agent busy on one call is not offered another; wrap-up holds across calls)."""
+    hit = _DIRECTORIES.get(id(settings))
+    if hit is None or hit[0] is not settings:
+        hit = (settings, agent_directory(settings))
+        _DIRECTORIES[id(settings)] = hit
+    return hit[1]
+
+
+_BOARDS: dict[int, tuple[Settings, HandoffBoard]] = {}
+
+
+def shared_handoff_board(settings: Settings) -> HandoffBoard:
+    """The screen-pop feed every call's transfers publish to (the API's /handoff routes read it)."""
+    hit = _BOARDS.get(id(settings))
+    if hit is None or hit[0] is not settings:
+        hit = (settings, HandoffBoard())
+        _BOARDS[id(settings)] = hit
+    return hit[1]
+
+
+def build_transferer(
+    settings: Settings,
+    line: LineProvider,
+    synthesizer: Synthesizer,
+    *,
+    directory: AgentDirectory | None = None,
+    caller_id: str | None = None,
+    trunk: str | None = None,
+    voice: str | None = None,
+) -> Transferer | None:
+    """The hand-off to human agents: dial agents on `line`, bridge in our process (no REFER)."""
+    directory = directory or shared_agent_directory(settings)
+    if directory is None:
+        return None
+
+    def bridge(a: CallLeg, b: CallLeg) -> Bridge:
+        return MediaBridge(a, b)
+
+    load_wav = wav_loader(Path.cwd())
+
+    async def hold_audio(q: QueueConfig) -> PCM | None:
+        return await load_wav(q.hold_wav) if q.hold_wav else None  # relative to the working directory
+
+    board = shared_handoff_board(settings)
+    transferer = Transferer(
+        directory,
+        line,
+        synthesizer,
+        bridge,
+        caller_id=caller_id,
+        trunk=trunk,
+        voice=voice,
+        hold_audio=hold_audio,
+        on_update=board.publish,
+    )
+    transferer.board = board
+    return transferer
+
+
 async def run_call(
     line: UserAgent | TrunkRouter,
     speech: Speech,
@@ -211,6 +285,7 @@ async def run_call(
     config: SessionConfig | None = None,
     caller_id: str | None = None,
     record: bool = False,
+    directory: AgentDirectory | None = None,
 ) -> CallOutcome:
     """Dial one target and hold the whole conversation. `plan_dir` resolves recorded (`wav:`) prompts;
     `config` carries the campaign's calling window and the callee's time zone into the session."""
@@ -234,6 +309,15 @@ async def run_call(
         campaign=campaign,
         config=config,
         prompt_audio=wav_loader(plan_dir or dialplans.DIR),
+        transfer=build_transferer(
+            settings,
+            line,
+            speech.synthesizer,
+            directory=directory,
+            caller_id=caller_id,
+            trunk=tr.name,
+            voice=plan.voice,
+        ),
     )
     recorder = leg.record() if record and isinstance(leg, SipCallLeg) else None
     outcome = await session.run()

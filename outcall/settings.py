@@ -12,6 +12,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from engine.campaign.callerid import CallerIdPolicy
 from engine.errors import ConfigError
+from engine.handoff import AgentConfig, QueueConfig
 from engine.trunk import Trunk
 from gateway.webhook import WebhookConfig
 
@@ -72,6 +73,15 @@ class Settings(BaseSettings):
     caller_ids: CallerIdPolicy = Field(
         default_factory=CallerIdPolicy,
         description="caller-ID pool health: daily caps, quarantine thresholds ([caller_ids] in the TOML)",
+    )
+    agents: list[AgentConfig] = Field(
+        default_factory=list,
+        description="human agents for transfers ([[agents]] in the TOML: id, uri, skills, wrap_up_s)",
+    )
+    queues: list[QueueConfig] = Field(
+        default_factory=list,
+        description="transfer queues named by dialplan transfer nodes ([[queues]]: name, agents or uri, "
+        "skills, hours, timeout_s, hold_prompt, whisper)",
     )
 
     @classmethod

@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 from engine.audio import PCM
 from engine.call.amd import AmdDecision, decide
 from engine.call.playback import PlaybackHandle
+from engine.call.transfer import Transferer, TransferResult
 from engine.call.turns import (
     EndpointConfig,
     Endpointer,
@@ -39,7 +40,7 @@ from engine.dispositions import Disposition
 from engine.errors import ModelError, TelephonyError
 from engine.events import DtmfReceived, Ended, MediaTimeout
 from engine.intents import Intent
-from engine.outcome import CallOutcome, Turn
+from engine.outcome import CallOutcome, TransferRecord, Turn
 from engine.ports import (
     CallLeg,
     Classifier,
@@ -56,6 +57,9 @@ T = TypeVar("T")
 
 #: intents acted on even when said over a non-interruptible prompt
 _URGENT = frozenset({Intent.STOP_CALLING.value, Intent.COMPLAINT.value})
+
+#: the longest a call bridged to a human agent may last (the dialplan's max_duration_s covers the robot)
+MAX_BRIDGED_S = 4 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -99,6 +103,7 @@ class CallSession:
         config: SessionConfig | None = None,
         now: Callable[[], datetime] | None = None,
         prompt_audio: Callable[[str], Awaitable[PCM]] | None = None,
+        transfer: Transferer | None = None,
     ) -> None:
         self.leg = leg
         self.plan = plan
@@ -134,6 +139,12 @@ class CallSession:
         self._human_heard = False
         self.amd: AmdDecision | None = None
         self._side_tasks: set[asyncio.Task[None]] = set()
+        #: hands the call to a human agent at a transfer node (None: every transfer takes the fallback)
+        self.transfer = transfer
+        self.transfer_result: TransferResult | None = None
+        self._tg: asyncio.TaskGroup | None = None
+        self._media_task: asyncio.Task[None] | None = None
+        self._watchdog: asyncio.Timeout | None = None
 
     @property
     def call_id(self) -> str:
@@ -155,13 +166,18 @@ class CallSession:
             return self._outcome(started, disposition=e.disposition, error=None if e.sip_code else str(e))
         self._answer_t = self.clock.monotonic()
         try:
-            async with asyncio.timeout(self.plan.max_duration_s + 30.0), asyncio.TaskGroup() as tg:
-                media = tg.create_task(self._media_in())
+            async with (
+                asyncio.timeout(self.plan.max_duration_s + 30.0) as watchdog,
+                asyncio.TaskGroup() as tg,
+            ):
+                self._tg, self._watchdog = tg, watchdog
+                self._media_task = tg.create_task(self._media_in())
                 events = tg.create_task(self._events())
                 try:
                     await self._dialog()
                 finally:
-                    media.cancel()
+                    if self._media_task is not None:
+                        self._media_task.cancel()
                     events.cancel()
                     for t in list(self._side_tasks):
                         t.cancel()
@@ -214,6 +230,24 @@ class CallSession:
             tags=list(st.tags),
             last_node=st.node,
             error=error,
+            transfer=self._transfer_record(),
+        )
+
+    def _transfer_record(self) -> TransferRecord | None:
+        r = self.transfer_result
+        if r is None:
+            return None
+        return TransferRecord(
+            queue=r.queue,
+            status=r.status,
+            agent=r.agent,
+            agent_uri=r.agent_uri,
+            agent_call_id=r.agent_call_id,
+            wait_s=r.wait_s,
+            bridged_s=r.bridged_s,
+            ended_by=r.ended_by,
+            reason=r.reason,
+            attempts=r.attempts,
         )
 
     # --- media in: endpointing, barge-in, AMD --------------------------------------------------------
@@ -395,7 +429,75 @@ class CallSession:
                     self._disposition = action.disposition
                 break
             elif isinstance(action, Transfer):
-                actions = self.runner.on_transfer_failed() + actions
+                actions = await self._transfer(action) + actions
+                if self.transfer_result is not None and self.transfer_result.status == "bridged":
+                    break
+
+    # --- hand-off to a human agent ---------------------------------------------------------------------
+
+    def _summary(self) -> dict[str, Any]:
+        """What the agent is whispered before the bridge: name, intent, grade, what was asked."""
+        callee = [t for t in self.turns if t.speaker == "callee" and t.text]
+        intents = [t.intent for t in callee if t.intent and t.intent != "backchannel"]
+        grade, _ = self.runner.grade()
+        v = self.runner.state.variables
+        return {
+            **{k: x for k, x in v.items() if isinstance(x, str | int | float)},
+            "name": v.get("name") or v.get("customer_name") or "",
+            "phone": v.get("phone") or self.leg.info.target,
+            "intent": intents[-1] if intents else "",
+            "grade": grade,
+            "asked": callee[-1].text if callee else "",
+        }
+
+    async def _transfer(self, action: Transfer) -> list[Action]:
+        if self.transfer is None:
+            self._log(logging.WARNING, "transfer to queue %s: no agents configured, fallback", action.queue)
+            self.transfer_result = TransferResult("no_agent", action.queue, reason="no agents configured")
+            self._disposition = Disposition.TRANSFER_FAILED
+            return self.runner.on_transfer_failed()
+        await self._drain_playout()  # "one moment please" is heard in full
+        if self._ended.is_set():
+            return []
+        # the bridge reads the callee's audio: stop our own reader (endpointer, ASR) meanwhile
+        await self._stop_media()
+        result = await self.transfer.run(
+            self.leg,
+            action.queue,
+            self._summary(),
+            self._ended,
+            transcript=[t.model_dump(mode="json") for t in sorted(self.turns, key=lambda t: t.start_s)],
+        )
+        self.transfer_result = result
+        if result.status == "bridged":
+            self.runner.state.end_reason = "transferred"
+            if "transferred" not in self.runner.state.tags:
+                self.runner.state.tags.append("transferred")
+            self._hangup_by = result.ended_by or self._hangup_by
+            return []
+        self._disposition = Disposition.TRANSFER_FAILED
+        if result.status == "callee_hung_up" or self._ended.is_set():
+            return []
+        self._log(logging.INFO, "transfer to %s failed (%s): fallback", action.queue, result.reason)
+        self._start_media()
+        return self.runner.on_transfer_failed()
+
+    async def _stop_media(self) -> None:
+        task, self._media_task = self._media_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._watchdog is not None:  # a human conversation is not bound by the dialplan's limit
+            loop = asyncio.get_running_loop()
+            self._watchdog.reschedule(loop.time() + MAX_BRIDGED_S)
+
+    def _start_media(self) -> None:
+        if self._tg is not None and self._media_task is None:
+            self._media_task = self._tg.create_task(self._media_in())
+        if self._watchdog is not None:
+            loop = asyncio.get_running_loop()
+            self._watchdog.reschedule(loop.time() + self.plan.max_duration_s + 30.0)
 
     async def _drain_playout(self) -> None:
         handle = self._handle

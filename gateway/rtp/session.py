@@ -82,6 +82,11 @@ class RtpSession:
         self.recorder: FrameTap | None = None
         self.on_dtmf: Callable[[str, int], None] | None = None
         self.on_timeout: Callable[[float], None] | None = None
+        #: when set, each inbound 20 ms frame goes to this callback inside the ticker's tick instead of
+        #: the frames() queue (gateway.bridge relays it to the other leg in the same tick)
+        self.on_frame: Callable[[PCM], None] | None = None
+        #: send in the ticker's late phase, after this tick's inbound frames (see MediaTicker._tick_all)
+        self.late_send = False
         #: latch onto the source address of the first RTP packet after set_remote (symmetric RTP / NAT)
         self.latch = True
         #: in-band (Goertzel) DTMF detection; None = on when no telephone-event payload type was negotiated
@@ -272,6 +277,16 @@ class RtpSession:
                 fut.set_result(None)
         self._inject.clear()
         self._push(None)
+
+    def set_jitter_min_ms(self, ms: float) -> float:
+        """Set the jitter buffer's smallest target delay (default 40 ms; the target still adds 2 x the
+        measured interarrival jitter); returns the previous one. A bridge lowers it: the far ends' own
+        jitter buffers smooth the audio."""
+        jb = self._jb
+        old = jb.min_target * 1000.0 / SAMPLE_RATE
+        jb.min_target = max(0, min(int(ms * SAMPLE_RATE / 1000), jb.max_latency - jb.frame))
+        jb.set_jitter(jb.jitter_samples)
+        return old
 
     @property
     def started(self) -> bool:
@@ -472,7 +487,14 @@ class RtpSession:
         self._frames_out += 1
         if self.recorder is not None:
             self.recorder.inbound(frame_in)
-        self._push(frame_in)
+        relay = self.on_frame
+        if relay is None:
+            self._push(frame_in)
+        else:
+            try:
+                relay(frame_in)
+            except Exception:
+                log.exception("rtp %s: on_frame callback failed", self.call_id)
         wanted: PCM | None = None
         det = self._detector
         if det is not None:

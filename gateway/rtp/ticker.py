@@ -94,6 +94,8 @@ class Histogram:
 
 class Tickable(Protocol):
     send_jitter: Histogram
+    #: send after this tick's receive phase instead of first (a bridged leg relays what just arrived)
+    late_send: bool
 
     def fileno(self) -> int: ...
 
@@ -204,7 +206,11 @@ class MediaTicker:
         drain, then every session's inbound frame, then in-band DTMF classification of all those frames
         in one vectorised call."""
         snapshot = self._snapshot
+        late: list[Tickable] = []
         for s in snapshot:
+            if s.late_send:
+                late.append(s)
+                continue
             try:
                 s._tick_out(deadline)
             except Exception:
@@ -227,6 +233,13 @@ class MediaTicker:
             if frame is not None:
                 classify.append(s)
                 frames.append(frame)
+        for s in late:
+            # bridged legs (gateway.bridge): the partner's frame of this tick is in the playout now
+            try:
+                s._tick_out(deadline)
+            except Exception:
+                self.errors += 1
+                log.exception("rtp ticker: session send failed; session %r keeps running", s)
         if classify:
             try:
                 digits = self._detector.classify_many(np.stack(frames))

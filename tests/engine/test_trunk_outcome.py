@@ -55,3 +55,6 @@ def test_outcome_computed_fields_and_schema() -> None:
     schema = outcome_json_schema()
     for key in ("call_id", "to", "disposition", "sip_code", "grade", "turns", "talk_s"):
         assert key in schema["properties"]
+    assert "transfer" in schema["properties"] and d["transfer"] is None  # optional: old records still load
+    for key in ("agent", "queue", "wait_s", "bridged_s"):
+        assert key in schema["$defs"]["TransferRecord"]["properties"]
