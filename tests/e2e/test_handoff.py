@@ -29,6 +29,7 @@ from engine.handoff import AgentConfig, AgentDirectory, QueueConfig
 from engine.outcome import CallOutcome
 from engine.ports import CallLeg, Transcript
 from gateway.bridge import BridgeRecorder, MediaBridge
+from gateway.recording import CallRecorder
 from gateway.sip.ua import UserAgent
 from outcall.runtime import Speech, run_call, start_ua
 from outcall.settings import load_settings
@@ -134,6 +135,7 @@ async def _call(
     ring_timeout_s: float = 15.0,
     recorder: BridgeRecorder | None = None,
     on_bridge: asyncio.Event | None = None,
+    call_recordings: list[CallRecorder] | None = None,
 ) -> tuple[asyncio.Task[CallOutcome], CallSession]:
     from models.nlu.rules import RulesClassifier
 
@@ -150,6 +152,8 @@ async def _call(
 
     transferer = Transferer(directory, ua, synth, bridge, voice="cmn")  # type: ignore[arg-type]
     leg = await ua.originate(callee.uri, ring_timeout=10)
+    if call_recordings is not None:  # the call's own recording, kept across the bridge
+        call_recordings.append(leg.record())
     session = CallSession(
         leg,
         _plan(),
@@ -170,7 +174,8 @@ async def test_bridge_carries_audio_both_ways_until_the_agent_hangs_up(
     # the agent's phone plays 1900 Hz for 9 s after answering, then hangs up by itself
     agent = baresip(audio=_tone_wav(tmp_path / "agent.wav", AGENT_HZ, 9.0), tail_s=0.2, user="agent")
     recorder = BridgeRecorder(tmp_path / "bridge.wav")
-    task, _ = await _call(ua, callee, agent.uri, recorder=recorder)
+    whole: list[CallRecorder] = []
+    task, _ = await _call(ua, callee, agent.uri, recorder=recorder, call_recordings=whole)
     o = await asyncio.wait_for(task, 60.0)
 
     assert o.transfer is not None and o.transfer.status == "bridged", o.transfer
@@ -193,6 +198,12 @@ async def test_bridge_carries_audio_both_ways_until_the_agent_hangs_up(
         stereo = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").reshape(-1, 2)
     assert tone_seconds(stereo[:, 0].copy(), CALLEE_HZ) >= 2.5
     assert tone_seconds(stereo[:, 1].copy(), AGENT_HZ) >= 2.5
+    # the call's recording (callee left, what we send right) continues across the bridge: the robot's
+    # prompt and then the agent on the right, the callee's tone on the left
+    call = whole[0].stereo()
+    assert tone_seconds(call[:, 0].copy(), CALLEE_HZ) >= 2.5
+    assert tone_seconds(call[:, 1].copy(), AGENT_HZ) >= 2.5
+    assert tone_seconds(call[:, 1].copy(), CALLEE_HZ) < 0.5
 
 
 async def test_agent_not_answering_falls_back_to_a_callback(
