@@ -1,4 +1,4 @@
-"""/handoff: the hand-off to human agents (转人工) — agents' states, screen-pops and a live SSE feed.
+"""/api/v1/handoff: the hand-off to human agents (转人工) — agents' states, screen-pops and a live SSE feed.
 
 A screen-pop is the `offered` update of a transfer: the summary the agent is whispered and the transcript
 so far; it stays current while the agent talks and disappears when the call ends. Viewers get phone
@@ -17,12 +17,13 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from engine.call.transfer import HandoffUpdate
+from engine.handoff import AgentState
 from outcall.api.deps import CtxDep, Manager, Principal, Reader
-from outcall.masking import mask
 from outcall.api.problems import Problem
+from outcall.masking import mask
 from outcall.runtime import shared_agent_directory, shared_handoff_board
 
-router = APIRouter(prefix="/handoff", tags=["handoff"])
+router = APIRouter(prefix="/api/v1/handoff", tags=["handoff"])
 log = logging.getLogger("outcall.api.handoff")
 _dialing: set[asyncio.Task[Any]] = set()
 
@@ -39,6 +40,21 @@ def agents(c: CtxDep, who: Reader) -> list[dict[str, object]]:
     """Every configured agent with their state (available, busy, offline, wrap_up) and calls taken."""
     directory = shared_agent_directory(c.settings)
     return [] if directory is None else directory.snapshot()
+
+
+class AgentStateChange(BaseModel):
+    state: AgentState = Field(description="available | busy | offline | wrap_up")
+
+
+@router.put("/agents/{agent_id}/state")
+def set_agent_state(agent_id: str, body: AgentStateChange, c: CtxDep, who: Manager) -> dict[str, object]:
+    """An agent logs in or out (available / offline) or is set busy from the console. Audited."""
+    directory = shared_agent_directory(c.settings)
+    if directory is None or agent_id not in directory.agents:
+        raise Problem(404, f"no agent {agent_id!r}", kind="not-found")
+    directory.set_state(agent_id, body.state)
+    c.auth.audit(who.actor, who.role.value, "agent.state", agent_id, {"state": body.state})
+    return next(a for a in directory.snapshot() if a.get("id") == agent_id)
 
 
 @router.get("/screen-pops")

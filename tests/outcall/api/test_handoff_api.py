@@ -1,4 +1,4 @@
-"""/handoff: agents' states, the current screen-pops and the SSE feed, with viewers' numbers masked."""
+"""/api/v1/handoff: agents' states, the current screen-pops and the SSE feed, with viewers' numbers masked."""
 
 from __future__ import annotations
 
@@ -48,10 +48,10 @@ def test_agents_screen_pops_and_events(tmp_path: Path, monkeypatch: pytest.Monke
     try:
         with TestClient(app) as client:
             h = {"Authorization": f"Bearer {viewer}"}
-            r = client.get("/handoff/agents", headers=h)
+            r = client.get("/api/v1/handoff/agents", headers=h)
             assert r.status_code == 200
             assert {a["id"]: a["state"] for a in r.json()} == {"zhang": "available", "li": "offline"}
-            pops = client.get("/handoff/screen-pops", headers=h).json()
+            pops = client.get("/api/v1/handoff/screen-pops", headers=h).json()
             assert (
                 len(pops) == 1
                 and pops[0]["agent"] == "zhang"
@@ -59,10 +59,32 @@ def test_agents_screen_pops_and_events(tmp_path: Path, monkeypatch: pytest.Monke
             )
             assert pops[0]["summary"]["phone"] == "138****5678"  # masked for viewers
             assert "13812345678" not in json.dumps(pops, ensure_ascii=False)
-            full = client.get("/handoff/screen-pops", headers={"Authorization": f"Bearer {admin}"}).json()
+            full = client.get(
+                "/api/v1/handoff/screen-pops", headers={"Authorization": f"Bearer {admin}"}
+            ).json()
             assert full[0]["summary"]["phone"] == "13812345678"
-            assert client.get("/handoff/screen-pops").status_code == 401
-            with client.stream("GET", "/handoff/events", headers=h) as s:
+            assert client.get("/api/v1/handoff/screen-pops").status_code == 401
+            ah = {"Authorization": f"Bearer {admin}"}
+            # an agent logs back in from the console (manager/admin); viewers may not
+            put = client.put("/api/v1/handoff/agents/li/state", json={"state": "available"}, headers=ah)
+            assert put.status_code == 200 and put.json()["state"] == "available"
+            assert (
+                client.put("/api/v1/handoff/agents/li/state", json={"state": "busy"}, headers=h).status_code
+                == 403
+            )
+            assert (
+                client.put(
+                    "/api/v1/handoff/agents/nobody/state", json={"state": "busy"}, headers=ah
+                ).status_code
+                == 404
+            )
+            assert (
+                client.put(
+                    "/api/v1/handoff/agents/li/state", json={"state": "asleep"}, headers=ah
+                ).status_code
+                == 422
+            )
+            with client.stream("GET", "/api/v1/handoff/events", headers=h) as s:
                 assert s.status_code == 200 and s.headers["content-type"].startswith("text/event-stream")
                 lines = s.iter_lines()
                 assert next(lines) == "event: offered"
@@ -84,7 +106,7 @@ def test_listen_in_needs_a_bridged_call_and_a_manager(
     app = create_app(load_settings(db=str(tmp_path / "api.db")), store)
     try:
         with TestClient(app) as client:
-            url = "/handoff/calls/nope/listen"
+            url = "/api/v1/handoff/calls/nope/listen"
             body = {"uri": "sip:boss@127.0.0.1:5099"}
             assert (
                 client.post(url, json=body, headers={"Authorization": f"Bearer {viewer}"}).status_code == 403
