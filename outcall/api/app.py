@@ -43,4 +43,19 @@ def create_app(
     problems.install(app)
     for r in (health, campaigns, contacts, dnc, dialplans, calls, admin, callerids, handoff):
         app.include_router(r.router)
+    _console(app)
     return app
+
+
+def _console(app: FastAPI) -> None:
+    """The web console: static assets shipped in the package, served at / (no CDN, no build step)."""
+    from fastapi.responses import FileResponse
+    from fastapi.staticfiles import StaticFiles
+
+    from outcall.web import STATIC_DIR
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    @app.get("/", include_in_schema=False)
+    def index() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})

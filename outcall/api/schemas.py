@@ -213,3 +213,51 @@ class ConvertedResult(BaseModel):
     campaign: str
     phone: str
     stopped: int = Field(description="pending attempts stopped (0: nothing was pending)")
+
+
+class DialplanProblem(BaseModel):
+    line: int
+    col: int
+    message: str
+    severity: Literal["error", "warning"]
+
+
+class DialplanValidation(BaseModel):
+    ok: bool
+    problems: list[DialplanProblem]
+
+
+class SimulationRun(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    turns: list[str] = Field(default_factory=list, max_length=100, description="callee turns so far")
+    variables: dict[str, Any] = Field(default_factory=dict)
+    variant: str | None = None
+
+
+class SimulatedLine(BaseModel):
+    speaker: str
+    text: str
+    node: str | None = None
+    kind: str = ""
+    intent: str | None = None
+    confidence: float | None = None
+    emotion: str | None = None
+    interrupted: bool = False
+
+
+class SimulationResult(BaseModel):
+    lines: list[SimulatedLine]
+    node: str | None
+    ended: bool
+    disposition: str | None
+    tags: list[str]
+    variables: dict[str, Any]
+    grade: str
+    grade_rule: str | None
+    classifier: str
+
+
+class Me(BaseModel):
+    actor: str
+    role: str

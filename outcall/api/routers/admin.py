@@ -7,11 +7,17 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
-from outcall.api.deps import Admin, CtxDep, Page, Paging, page
+from outcall.api.deps import Admin, CtxDep, Page, Paging, Reader, page
 from outcall.api.problems import Problem
-from outcall.api.schemas import AuditEntry, TokenCreate, TokenCreated, TokenPublic
+from outcall.api.schemas import AuditEntry, Me, TokenCreate, TokenCreated, TokenPublic
 
 router = APIRouter(prefix="/api/v1", tags=["admin"])
+
+
+@router.get("/me", response_model=Me, tags=["auth"])
+def me(who: Reader) -> Me:
+    """Who the bearer token is and its role (the console hides what the role may not do)."""
+    return Me(actor=who.actor, role=who.role.value)
 
 
 @router.get("/tokens", response_model=Page[TokenPublic])

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
 
 from engine.campaign.scheduler import CampaignConfig, CampaignStatus
@@ -143,3 +147,34 @@ def campaign_daily_report(
     if format == "md":
         return Response(daily_report.to_markdown(r), media_type="text/markdown; charset=utf-8")
     return r
+
+
+@router.get("/{name}/events", response_class=StreamingResponse)
+async def campaign_events(name: str, c: CtxDep, who: Reader, interval_s: float = 2.0) -> StreamingResponse:
+    """Live dashboard feed (Server-Sent Events): a `stats` event whenever the figures change (checked
+    every `interval_s`), a comment line as keep-alive otherwise."""
+    await asyncio.to_thread(get_campaign, c, name)
+    every = min(max(interval_s, 0.5), 30.0)
+
+    def snapshot() -> dict[str, Any]:
+        stats = c.store.campaign_stats_sync(name)
+        stats["calls"] = c.reports.stats(CallFilter(campaign=name))
+        stats["spent"] = c.store.spent_sync(name)
+        out: dict[str, Any] = who.view(stats)
+        return out
+
+    async def stream() -> AsyncIterator[str]:
+        last = ""
+        quiet = 0.0
+        while True:
+            data = json.dumps(await asyncio.to_thread(snapshot), ensure_ascii=False, default=str)
+            if data != last:
+                last, quiet = data, 0.0
+                yield f"event: stats\ndata: {data}\n\n"
+            elif quiet >= 15.0:
+                quiet = 0.0
+                yield ": keep-alive\n\n"
+            await asyncio.sleep(every)
+            quiet += every
+
+    return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})

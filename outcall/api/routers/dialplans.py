@@ -14,8 +14,16 @@ from fastapi import APIRouter, Request
 from engine.errors import DialplanError
 from outcall.api.deps import Context, CtxDep, Designer, Page, Paging, Reader, page
 from outcall.api.problems import Problem
-from outcall.api.schemas import DialplanPublic, DialplanSummary, DialplanTestResult, DialplanTestRun
-from outcall.dialplan_tools import run_test_file, tests_dir
+from outcall.api.schemas import (
+    DialplanPublic,
+    DialplanSummary,
+    DialplanTestResult,
+    DialplanTestRun,
+    DialplanValidation,
+    SimulationResult,
+    SimulationRun,
+)
+from outcall.dialplan_tools import Simulator, classifier_id, run_test_file, runtime_classifier, tests_dir
 
 router = APIRouter(prefix="/api/v1/dialplans", tags=["dialplans"])
 
@@ -163,3 +171,87 @@ def run_dialplan_tests(
     """Run conversation tests against the saved plan (no audio) with the classifier the tests name
     (`classifier: rules-v1` or `e5-lora`; none named: the one calls use)."""
     return _run_tests(c, name, body)
+
+
+async def _yaml_body(request: Request) -> str:
+    raw = await request.body()
+    if len(raw) > MAX_YAML:
+        raise Problem(413, f"dialplan larger than {MAX_YAML} bytes", kind="too-large")
+    try:
+        text = raw.decode("utf-8")
+        if request.headers.get("content-type", "").startswith("application/json"):
+            text = str(json.loads(text)["yaml"])
+    except (UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
+        raise Problem(400, f'body must be UTF-8 YAML (or JSON {{"yaml": ...}}): {e}', kind="bad-body") from e
+    return text
+
+
+@router.post("/{name}/validate", response_model=DialplanValidation, openapi_extra=_YAML_BODY)
+async def validate_dialplan(name: str, request: Request, c: CtxDep, who: Reader) -> dict[str, Any]:
+    """Check a YAML text as if saved under NAME, without saving: each problem with its line and column
+    (the editor marks them as you type)."""
+    text = await _yaml_body(request)
+    try:
+        _plan, problems = await asyncio.to_thread(c.library.check, name, text)
+    except DialplanError as e:
+        return {"ok": False, "problems": [{"line": 1, "col": 1, "message": str(e), "severity": "error"}]}
+    return {
+        "ok": not any(p.is_error for p in problems),
+        "problems": [
+            {
+                "line": p.line,
+                "col": p.col,
+                "message": p.message + (f" (hint: {p.hint})" if p.hint else ""),
+                "severity": p.severity,
+            }
+            for p in problems
+        ],
+    }
+
+
+@router.post("/{name}/simulate", response_model=SimulationResult)
+def simulate_dialplan(name: str, body: SimulationRun, c: CtxDep, who: Reader) -> dict[str, Any]:
+    """Walk the saved plan with the real runner and the classifier calls use: each callee turn is text,
+    `/silence`, `/dtmf N` or `/interrupt TEXT`. Returns the whole transcript (the console's chat panel
+    replays the conversation so far on every turn, so the server keeps no state)."""
+    _resolve(c, name)
+    try:
+        plan = c.library.get(name)
+    except DialplanError as e:
+        raise Problem(422, str(e.args[0]), kind="invalid-dialplan") from e
+    sim = Simulator(plan.with_variant(body.variant), runtime_classifier(), variables=body.variables)
+    for turn in body.turns:
+        t = turn.strip()
+        if t == "/silence":
+            sim.silence()
+        elif t.startswith("/dtmf"):
+            sim.dtmf(t[5:].strip() or "1")
+        elif t.startswith("/interrupt"):
+            sim.interrupt(t[10:].strip())
+        else:
+            sim.say(t)
+    grade, rule = sim.grade()
+    st = sim.runner.state
+    return {
+        "lines": [
+            {
+                "speaker": x.speaker,
+                "text": x.text,
+                "node": x.node,
+                "kind": x.kind,
+                "intent": x.intent,
+                "confidence": x.confidence,
+                "emotion": x.emotion,
+                "interrupted": x.interrupted,
+            }
+            for x in sim.lines
+        ],
+        "node": st.node,
+        "ended": sim.ended,
+        "disposition": sim.disposition.value if sim.disposition else None,
+        "tags": list(st.tags),
+        "variables": {k: v for k, v in st.variables.items() if isinstance(v, str | int | float | bool)},
+        "grade": grade,
+        "grade_rule": rule,
+        "classifier": classifier_id(sim.classifier),
+    }
