@@ -5,9 +5,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 MODELS_DIR ?= var/models
-# Debian packages of the real peers the tests and the demo talk to: binary=package.
+# Debian packages of the real peers the tests and the demo talk to: binary (or file)=package.
 PEERS := sipp=sip-tester baresip=baresip-core kamailio=kamailio mosquitto=mosquitto sox=sox \
-	espeak-ng=espeak-ng npm=npm pg_ctlcluster=postgresql
+	espeak-ng=espeak-ng npm=npm pg_ctlcluster=postgresql chromium=chromium \
+	/usr/share/fonts/truetype/wqy/wqy-microhei.ttc=fonts-wqy-microhei
 PYTEST_ARGS ?=
 
 .PHONY: bootstrap venv peers models lint test test-fast test-e2e demo serve clean bench
@@ -25,7 +26,8 @@ $(VENV)/.installed: pyproject.toml
 
 # Real SIP peers and audio tools: the missing ones are installed with apt when we are root.
 peers:
-	@missing=""; for p in $(PEERS); do command -v $${p%%=*} >/dev/null 2>&1 || missing="$$missing $${p#*=}"; done; \
+	@missing=""; for p in $(PEERS); do k=$${p%%=*}; \
+	  { [ -e "$$k" ] || command -v "$$k" >/dev/null 2>&1; } || missing="$$missing $${p#*=}"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "installing:$$missing"; \
