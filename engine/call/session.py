@@ -16,12 +16,13 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, time, tzinfo
 from typing import Any, TypeVar
 
 from engine.audio import PCM
 from engine.call.amd import AmdDecision, decide
+from engine.call.echo import EchoConfig, EchoGuard
 from engine.call.playback import PlaybackHandle
 from engine.call.turns import (
     EndpointConfig,
@@ -76,6 +77,8 @@ class _Heard:
 class SessionConfig:
     endpoint: EndpointConfig | None = None
     barge_in: bool = True
+    #: our own prompt echoed back by the line is removed before endpointing (None: off)
+    echo: EchoConfig | None = field(default_factory=EchoConfig)
     #: seconds after answer in which what the line says is checked for voicemail/announcements
     amd_window_s: float = 12.0
     #: the campaign's calling window (callee local time): call-back times are clamped into it
@@ -133,6 +136,7 @@ class CallSession:
         self._hangup_by: str | None = None
         self._human_heard = False
         self.amd: AmdDecision | None = None
+        self.echo_guard: EchoGuard | None = None
         self._side_tasks: set[asyncio.Task[None]] = set()
 
     @property
@@ -235,7 +239,13 @@ class CallSession:
 
     async def _media_in(self) -> None:
         ep = Endpointer(self.config.endpoint)
+        guard = EchoGuard(self.config.echo) if self.config.echo is not None else None
+        self.echo_guard = guard
+        playout = self.leg.playout
         async for frame in self.leg.frames():
+            if guard is not None:
+                guard.sync(playout)
+                frame = guard.process(frame)
             ev = ep.feed(frame)
             if ev is None:
                 continue
