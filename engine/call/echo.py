@@ -93,6 +93,7 @@ class EchoGuard:
         self.corr = 0.0
         self.erle_db = cfg.initial_erle_db
         self._since_check = 0
+        self._miss = 0  # consecutive loud frames the locked echo path did not explain
         self.stats = EchoStats()
         self._suppress = 10.0 ** (-cfg.suppress_db / 20.0)
         n_fft = 1
@@ -143,16 +144,17 @@ class EchoGuard:
         out[(idx < oldest) | (idx >= newest)] = 0.0
         return out
 
-    def _in_window(self) -> _F:
+    def _in_window(self, frames: int) -> _F:
         n = self._n
-        first = max(0, n - self._win_f + 1)
+        first = max(0, n - frames + 1)
         idx = np.arange(first * FRAME_SAMPLES, (n + 1) * FRAME_SAMPLES)
         return self._in[idx % len(self._in)]
 
-    def _estimate(self, m: int) -> None:
-        """Find the echo path: the lag (0..max_delay) where the inbound window best matches the reference."""
+    def _estimate(self, m: int, frames: int) -> None:
+        """Find the echo path: the lag (0..max_delay) where the last `frames` inbound frames best match
+        the reference."""
         self.stats.estimates += 1
-        x = self._in_window()
+        x = self._in_window(frames)
         w = len(x)
         lag = self._lag_f * FRAME_SAMPLES
         end = (m + 1) * FRAME_SAMPLES
@@ -170,7 +172,9 @@ class EchoGuard:
         ncc = np.where(ok, c / np.sqrt(ex * np.maximum(ey, 1e-12)), 0.0)
         k = int(np.argmax(ncc))
         peak = float(ncc[k])
-        if peak >= self.cfg.lock_corr:
+        # a short window finds chance peaks more easily: ask more of it
+        need = self.cfg.lock_corr if frames >= self._win_f else max(self.cfg.lock_corr, 0.7)
+        if peak >= need:
             if self.delay is None:
                 self.stats.locks += 1
             self.delay = lag - k
@@ -232,9 +236,13 @@ class EchoGuard:
         if lvl_in < cfg.min_in_dbfs:
             return frame
         self._since_check += 1
-        if self.delay is None or self._since_check >= cfg.recheck_frames:
+        if self._miss > 0:
+            # the lock stopped explaining the line (a jitter buffer moved the delay, or the callee talks):
+            # look again at once, on the frames since then only, so the old path does not blur the peak
+            self._estimate(m, max(5, min(self._win_f, self._miss + 2)))
+        elif self.delay is None or self._since_check >= cfg.recheck_frames:
             self._since_check = 0
-            self._estimate(m)
+            self._estimate(m, self._win_f)
         if self.delay is None:
             return frame  # not correlated with our prompt: the callee
         e = self._echo(m)
@@ -248,8 +256,10 @@ class EchoGuard:
             erle = min(cfg.max_erle_db, max(0.0, lvl_in - lvl_r))
             rate = 0.3 if erle > self.erle_db else 0.02
             self.erle_db += rate * (erle - self.erle_db)
-        if lvl_r >= lvl_in:  # subtraction did not help: leave the frame alone
+        if lvl_r >= lvl_in - 3.0:  # the lock does not explain this frame: leave it alone
+            self._miss += 1
             return frame
+        self._miss = 0
         if lvl_r > lvl_e - self.erle_db + cfg.margin_db:
             self.stats.passed_double_talk += 1
             return _pcm(r)
