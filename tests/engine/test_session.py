@@ -1,5 +1,6 @@
 import asyncio
 from collections.abc import Sequence
+from typing import Any
 
 import dialplans
 from engine.call.session import CallSession
@@ -197,3 +198,35 @@ async def test_recorded_wav_prompt_is_played_instead_of_synthesis() -> None:
     o, synth = await _run_plan(plan, [], prompt_audio=load)
     assert loaded == ["prompts/bye.wav"] and "录好的提示" not in synth.rendered
     assert [t.text for t in o.turns if t.speaker == "bot"] == ["录好的提示"]
+
+
+async def test_speculative_transcript_is_used_when_the_reply_ends_at_the_pause() -> None:
+    clock = VirtualClock()
+    leg = ScriptedLeg(clock, ["多少钱啊", "好的可以"])
+    rec = LengthRecognizer(leg)
+    calls = 0
+    inner = rec.transcribe
+
+    async def counting(pcm: Any, *, sample_rate: int = 8000) -> Any:
+        nonlocal calls
+        calls += 1
+        return await inner(pcm, sample_rate=sample_rate)
+
+    rec.transcribe = counting  # type: ignore[method-assign]
+    session = CallSession(
+        leg,
+        dialplans.get("trial-class-zh"),
+        recognizer=rec,
+        classifier=KeywordClassifier(),
+        synthesizer=ToneSynth(),
+        clock=clock,
+    )
+    task = asyncio.create_task(session.run())
+    for _ in range(3000):
+        if task.done():
+            break
+        await clock.advance(0.02)
+    o = task.result()
+    assert "booked" in o.tags
+    assert session.spec_used == 2 and session.spec_discarded == 0
+    assert calls == 2  # each reply transcribed once, at its 250 ms pause
