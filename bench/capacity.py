@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import platform
@@ -87,7 +88,7 @@ def turn_latencies(probe: Probe) -> list[float]:
     loud = [t for t, lvl in probe.inbound if lvl > -40.0]
     if not loud:
         return []
-    ends = [a for a, b in zip(loud, loud[1:], strict=False) if b - a >= 0.7] + [loud[-1]]
+    ends = [a for a, b in itertools.pairwise(loud) if b - a >= 0.7] + [loud[-1]]
     out = []
     voiced = probe.voiced_out
     starts = [t for i, t in enumerate(voiced) if i == 0 or t - voiced[i - 1] > 0.1]  # prompt starts
