@@ -70,11 +70,35 @@ class CostRecognizer:
         self.name = f"{vosk.name}+scripted-text"
         self.n = 0
 
-    async def transcribe(self, pcm: Any, *, sample_rate: int = 8000) -> Transcript:
-        r = await self.vosk.transcribe(pcm, sample_rate=sample_rate)
+    def _text(self) -> str:
         text = SCRIPT[self.n % len(SCRIPT)]
         self.n += 1
-        return Transcript(text=text, engine=self.name, latency_ms=r.latency_ms)
+        return text
+
+    async def transcribe(self, pcm: Any, *, sample_rate: int = 8000) -> Transcript:
+        r = await self.vosk.transcribe(pcm, sample_rate=sample_rate)
+        return Transcript(text=self._text(), engine=self.name, latency_ms=r.latency_ms)
+
+    def stream(self, *, sample_rate: int = 8000) -> ScriptedStream:
+        return ScriptedStream(self, self.vosk.stream(sample_rate=sample_rate))
+
+
+class ScriptedStream:
+    """A real vosk stream (fed while the callee speaks) whose final text is the scripted reply."""
+
+    def __init__(self, owner: CostRecognizer, inner: Any) -> None:
+        self.owner = owner
+        self.inner = inner
+
+    async def feed(self, pcm: Any) -> str:
+        return str(await self.inner.feed(pcm))
+
+    async def final(self) -> Transcript:
+        r = await self.inner.final()
+        return Transcript(text=self.owner._text(), engine=self.owner.name, latency_ms=r.latency_ms)
+
+    async def close(self) -> None:
+        await self.inner.close()
 
 
 class _Speech:
@@ -110,7 +134,14 @@ def callee_wav(path: Path, seconds: float) -> Path:
 
 
 async def one_call(
-    ua: UserAgent, rec: Any, synth: Synthesizer, vad: Vad | None, wav: Path, work: Path, hold_s: float
+    ua: UserAgent,
+    rec: Any,
+    synth: Synthesizer,
+    vad: Vad | None,
+    wav: Path,
+    work: Path,
+    hold_s: float,
+    streaming: bool,
 ) -> list[float]:
     phone = Baresip(workdir=work, audio=wav, delay_s=0.0, tail_s=5.0).start()
     try:
@@ -135,7 +166,7 @@ async def one_call(
         phone.stop()
 
 
-async def run(levels: list[int], hold_s: float) -> dict[str, Any]:
+async def run(levels: list[int], hold_s: float, streaming: bool) -> dict[str, Any]:
     if shutil.which("baresip") is None:
         raise SystemExit("baresip not found: apt-get install baresip-core")
     work = Path(tempfile.mkdtemp(prefix="outcall-capacity-"))
@@ -155,7 +186,7 @@ async def run(levels: list[int], hold_s: float) -> dict[str, Any]:
         for n in levels:
             cpu0, wall0 = time.process_time(), time.perf_counter()
             got = await asyncio.gather(
-                *(one_call(ua, rec, synth, vad, wav, work / f"n{n}c{i}", hold_s) for i in range(n))
+                *(one_call(ua, rec, synth, vad, wav, work / f"n{n}c{i}", hold_s, streaming) for i in range(n))
             )
             cpu = (time.process_time() - cpu0) / (time.perf_counter() - wall0)
             vals = [v for g in got for v in g]
@@ -178,7 +209,8 @@ async def run(levels: list[int], hold_s: float) -> dict[str, Any]:
     ok = [lv["answered"] for lv in out if lv["p95_ms"] <= 1500.0 and lv["turns"] > 0]
     return {
         "bench": "capacity",
-        "engine": f"vosk ({Path(model).name})",
+        "engine": f"vosk ({Path(model).parent.name if Path(model).name == 'model' else Path(model).name})",
+        "streaming_asr": streaming,
         "levels": out,
         "max_answered": max(ok) if ok else 0,
         "max_lines": None,
@@ -200,11 +232,12 @@ def main() -> int:
     ap.add_argument("--levels", default="1,3,5,10")
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--quick", action="store_true", help="levels 2,5 for 25 s")
+    ap.add_argument("--no-streaming", action="store_true", help="transcribe whole utterances at the end")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     levels = [2, 5] if args.quick else [int(x) for x in args.levels.split(",")]
     hold = 25.0 if args.quick else args.seconds
-    result = asyncio.run(run(levels, hold))
+    result = asyncio.run(run(levels, hold, streaming=not args.no_streaming))
     print(json.dumps(result, ensure_ascii=False, indent=None if args.json else 2))
     if not args.quick:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, time, tzinfo
 from typing import Any, TypeVar
 
+import numpy as np
+
 from engine.audio import PCM
 from engine.call.amd import AmdDecision, decide
 from engine.call.echo import EchoConfig, EchoGuard
@@ -48,6 +50,7 @@ from engine.ports import (
     ClassifyContext,
     Prediction,
     Recognizer,
+    RecognizerStream,
     Synthesizer,
     Transcript,
     Vad,
@@ -90,6 +93,8 @@ class SessionConfig:
     #: start transcribing at the endpointer's SpeechPaused (utterance engines only; streaming engines
     #: are fed as they go), keep the result if the utterance ends there
     speculative_asr: bool = True
+    #: feed streaming engines (vosk) while the callee speaks, so only the final flush is left at the end
+    streaming_asr: bool = True
 
 
 @dataclass
@@ -98,9 +103,48 @@ class _Speculation:
     task: asyncio.Task[Transcript]
 
 
-def _consume(task: asyncio.Task[Transcript]) -> None:
+class _LiveStream:
+    """One utterance fed to a streaming recogniser as it is spoken, in order, without blocking the media
+    loop: frames queue here and a pump task hands whatever has queued to the decoder in one call."""
+
+    def __init__(self, stream: RecognizerStream, frames: list[PCM]) -> None:
+        self.stream = stream
+        self._q: asyncio.Queue[PCM | None] = asyncio.Queue()
+        for f in frames:
+            self._q.put_nowait(f)
+        self._pump_task = asyncio.ensure_future(self._pump())
+
+    async def _pump(self) -> None:
+        done = False
+        while not done:
+            batch = [await self._q.get()]
+            while not self._q.empty():
+                batch.append(self._q.get_nowait())
+            if batch[-1] is None:
+                done = True
+            audio = [f for f in batch if f is not None]
+            if audio:
+                await self.stream.feed(np.concatenate(audio))
+
+    def push(self, frame: PCM) -> None:
+        self._q.put_nowait(frame)
+
+    async def finish(self) -> Transcript:
+        self._q.put_nowait(None)
+        try:
+            await self._pump_task
+            return await self.stream.final()
+        finally:
+            await self.stream.close()
+
+    def abort(self) -> None:
+        self._pump_task.cancel()
+        asyncio.ensure_future(self.stream.close()).add_done_callback(_consume)
+
+
+def _consume(task: asyncio.Future[Any]) -> None:
     if not task.cancelled():
-        task.exception()  # a discarded speculation's failure is not this call's problem
+        task.exception()  # a discarded speculation's (or stream's) failure is not this call's problem
 
 
 class CallSession:
@@ -156,7 +200,9 @@ class CallSession:
         self.echo_guard: EchoGuard | None = None
         self.vad = vad
         self._spec: _Speculation | None = None
-        self._spec_ready: dict[tuple[float, int], asyncio.Task[Transcript]] = {}
+        self._spec_ready: dict[tuple[float, int], asyncio.Future[Transcript]] = {}
+        #: utterances transcribed by streaming (vosk) while spoken
+        self.streamed = 0
         #: speculative transcriptions used / discarded (speech resumed)
         self.spec_used = 0
         self.spec_discarded = 0
@@ -262,7 +308,9 @@ class CallSession:
 
     async def _media_in(self) -> None:
         ep = Endpointer(self.config.endpoint, vad=self.vad.stream() if self.vad is not None else None)
+        streaming = self.config.streaming_asr and hasattr(self.recognizer, "stream")
         speculate = self.config.speculative_asr and not hasattr(self.recognizer, "stream")
+        live: _LiveStream | None = None
         guard = EchoGuard(self.config.echo) if self.config.echo is not None else None
         self.echo_guard = guard
         playout = self.leg.playout
@@ -270,7 +318,21 @@ class CallSession:
             if guard is not None:
                 guard.sync(playout)
                 frame = guard.process(frame)
+            was_in_speech = ep.in_speech
             ev = ep.feed(frame)
+            if streaming:
+                if isinstance(ev, SpeechStarted):
+                    rec: Any = self.recognizer
+                    live = _LiveStream(rec.stream(sample_rate=8000), ep.utterance_frames)
+                elif live is not None and was_in_speech:
+                    live.push(frame)
+                    if isinstance(ev, Utterance):
+                        self._spec_ready[(ev.start_s, len(ev.pcm))] = asyncio.ensure_future(live.finish())
+                        self.streamed += 1
+                        live = None
+                    elif isinstance(ev, SpeechAborted):
+                        live.abort()
+                        live = None
             if ev is None:
                 continue
             if isinstance(ev, SpeechPaused):
@@ -299,6 +361,8 @@ class CallSession:
             else:
                 self._barge = None
                 await self._heard.put(ev)
+        if live is not None:
+            live.abort()  # the call ended mid-utterance: free the decoder
         self._ended.set()
 
     def _drop_speculation(self) -> None:
@@ -311,8 +375,9 @@ class CallSession:
     async def _transcribe(self, utt: Utterance) -> Transcript:
         """The utterance's transcript: the speculative one when it was started on exactly this audio."""
         task = self._spec_ready.pop((utt.start_s, len(utt.pcm)), None)
-        if task is not None:
-            self.spec_used += 1
+        if task is not None:  # speculative (utterance engine) or streamed (streaming engine)
+            if not hasattr(self.recognizer, "stream"):
+                self.spec_used += 1
             return await task
         return await self.recognizer.transcribe(utt.pcm, sample_rate=8000)
 

@@ -94,6 +94,11 @@ class Endpointer:
     def in_speech(self) -> bool:
         return self._in_speech
 
+    @property
+    def utterance_frames(self) -> list[PCM]:
+        """The frames of the utterance in progress so far (pre-roll included); empty outside speech."""
+        return list(self._cur) if self._in_speech else []
+
     def reset(self) -> None:
         self._pre.clear()
         self._cur = []
