@@ -24,6 +24,7 @@ import itertools
 import json
 import os
 import platform
+import random
 import shutil
 import sys
 import tempfile
@@ -142,8 +143,10 @@ async def one_call(
     work: Path,
     hold_s: float,
     streaming: bool,
+    offset_s: float,
 ) -> list[float]:
-    phone = Baresip(workdir=work, audio=wav, delay_s=0.0, tail_s=5.0).start()
+    # callees start at random offsets, so they do not all talk at the same moments
+    phone = Baresip(workdir=work, audio=wav, delay_s=offset_s, tail_s=5.0).start()
     try:
         leg = await ua.originate(phone.uri, caller_id="1001")
         probe = Probe(leg)
@@ -182,11 +185,17 @@ async def run(levels: list[int], hold_s: float, streaming: bool) -> dict[str, An
     ua = UserAgent(bind_host="127.0.0.1", rtp_inactivity_timeout=60.0)
     await ua.start()
     out = []
+    rng = random.Random(11)
     try:
         for n in levels:
             cpu0, wall0 = time.process_time(), time.perf_counter()
             got = await asyncio.gather(
-                *(one_call(ua, rec, synth, vad, wav, work / f"n{n}c{i}", hold_s, streaming) for i in range(n))
+                *(
+                    one_call(
+                        ua, rec, synth, vad, wav, work / f"n{n}c{i}", hold_s, streaming, rng.uniform(0, 5)
+                    )
+                    for i in range(n)
+                )
             )
             cpu = (time.process_time() - cpu0) / (time.perf_counter() - wall0)
             vals = [v for g in got for v in g]
