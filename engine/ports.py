@@ -122,6 +122,23 @@ class StreamingRecognizer(Recognizer, Protocol):
     def stream(self, *, sample_rate: int = 8000) -> RecognizerStream: ...
 
 
+class VoiceActivity(Protocol):
+    """One call's stream through a VAD model: the speech probability (0..1) of each 20 ms 8 kHz frame.
+    Stateful (recurrent models): frames in order; `reset()` when the stream restarts after a gap."""
+
+    def probability(self, frame: PCM) -> float: ...
+
+    def reset(self) -> None: ...
+
+
+class Vad(Protocol):
+    """A voice activity model shared by all calls; `stream()` gives one call its own state."""
+
+    name: str
+
+    def stream(self) -> VoiceActivity: ...
+
+
 class Synthesizer(Protocol):
     name: str
 

@@ -43,6 +43,8 @@ class MediaSession(Protocol):
     on_dtmf: Callable[[str, int], None] | None
     on_timeout: Callable[[float], None] | None
     recorder: FrameTap | None
+    #: how the digit being reported arrived (set before on_dtmf is called)
+    dtmf_method: Literal["rfc4733", "inband"]
 
     def set_remote(
         self,
@@ -259,9 +261,11 @@ class SipCallLeg:
 
     # ------------------------------------------------------------------ RTP callbacks
     def _on_rtp_dtmf(self, digit: str, duration_ms: int) -> None:
+        # the RTP session sets dtmf_method before calling: telephone-event, or tones found in the audio
+        method = self.media.dtmf_method
         self._events.put_nowait(
             DtmfReceived(
-                call_id=self.call_id, at=self._now(), digit=digit, method="rfc4733", duration_ms=duration_ms
+                call_id=self.call_id, at=self._now(), digit=digit, method=method, duration_ms=duration_ms
             )
         )
 

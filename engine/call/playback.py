@@ -18,6 +18,9 @@ from engine.audio import FRAME_MS, FRAME_SAMPLES, PCM, frames_of, silence
 
 _SILENCE = silence()
 
+#: outbound frames remembered for the echo guard (engine.call.echo), silence included: 1.28 s
+HISTORY_FRAMES = 64
+
 
 class PlaybackHandle:
     def __init__(self, playout: Playout, frames_total: int, label: str | None) -> None:
@@ -78,6 +81,9 @@ class Playout:
         self._queue: deque[_Item] = deque()
         self.frames_sent = 0
         self.voice_frames_sent = 0
+        #: the last frames `next_frame()` returned (frame i of the leg is history[i - frames_sent]):
+        #: the reference an echo guard compares the inbound audio with
+        self.history: deque[PCM] = deque(maxlen=HISTORY_FRAMES)
 
     def play(self, pcm: PCM, *, label: str | None = None) -> PlaybackHandle:
         frames = frames_of(np.asarray(pcm, dtype=np.int16), FRAME_SAMPLES)
@@ -121,15 +127,16 @@ class Playout:
     def next_frame(self) -> tuple[PCM, bool]:
         """The frame to send now and whether it is voice (False: comfort silence)."""
         self.frames_sent += 1
-        if self.paused:
-            return _SILENCE, False
-        while self._queue:
-            item = self._queue.popleft()
-            if item.epoch != self.epoch or item.handle.done:
-                continue
-            item.handle.frames_played += 1
-            if item.last:
-                item.handle._finish(interrupted=False)
-            self.voice_frames_sent += 1
-            return item.frame, True
+        if not self.paused:
+            while self._queue:
+                item = self._queue.popleft()
+                if item.epoch != self.epoch or item.handle.done:
+                    continue
+                item.handle.frames_played += 1
+                if item.last:
+                    item.handle._finish(interrupted=False)
+                self.voice_frames_sent += 1
+                self.history.append(item.frame)
+                return item.frame, True
+        self.history.append(_SILENCE)
         return _SILENCE, False

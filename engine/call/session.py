@@ -16,18 +16,22 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, time, tzinfo
 from typing import Any, TypeVar
 
+import numpy as np
+
 from engine.audio import PCM
 from engine.call.amd import AmdDecision, decide
+from engine.call.echo import EchoConfig, EchoGuard
 from engine.call.playback import PlaybackHandle
 from engine.call.transfer import Transferer, TransferResult
 from engine.call.turns import (
     EndpointConfig,
     Endpointer,
     SpeechAborted,
+    SpeechPaused,
     SpeechStarted,
     Utterance,
     is_backchannel,
@@ -47,8 +51,10 @@ from engine.ports import (
     ClassifyContext,
     Prediction,
     Recognizer,
+    RecognizerStream,
     Synthesizer,
     Transcript,
+    Vad,
 )
 
 log = logging.getLogger("outcall.call")
@@ -80,12 +86,69 @@ class _Heard:
 class SessionConfig:
     endpoint: EndpointConfig | None = None
     barge_in: bool = True
+    #: our own prompt echoed back by the line is removed before endpointing (None: off)
+    echo: EchoConfig | None = field(default_factory=EchoConfig)
     #: seconds after answer in which what the line says is checked for voicemail/announcements
     amd_window_s: float = 12.0
     #: the campaign's calling window (callee local time): call-back times are clamped into it
     calling_window: tuple[time, time] = DEFAULT_WINDOW
     #: the callee's time zone for call-back times (None: this machine's local zone)
     tz: tzinfo | None = None
+    #: start transcribing at the endpointer's SpeechPaused (utterance engines only; streaming engines
+    #: are fed as they go), keep the result if the utterance ends there
+    speculative_asr: bool = True
+    #: feed streaming engines (vosk) while the callee speaks, so only the final flush is left at the end
+    streaming_asr: bool = True
+
+
+@dataclass
+class _Speculation:
+    key: tuple[float, int]  # (utterance start, samples): the final utterance must match exactly
+    task: asyncio.Task[Transcript]
+
+
+class _LiveStream:
+    """One utterance fed to a streaming recogniser as it is spoken, in order, without blocking the media
+    loop: frames queue here and a pump task hands whatever has queued to the decoder in one call."""
+
+    def __init__(self, stream: RecognizerStream, frames: list[PCM]) -> None:
+        self.stream = stream
+        self._q: asyncio.Queue[PCM | None] = asyncio.Queue()
+        for f in frames:
+            self._q.put_nowait(f)
+        self._pump_task = asyncio.ensure_future(self._pump())
+
+    async def _pump(self) -> None:
+        done = False
+        while not done:
+            batch = [await self._q.get()]
+            while not self._q.empty():
+                batch.append(self._q.get_nowait())
+            if batch[-1] is None:
+                done = True
+            audio = [f for f in batch if f is not None]
+            if audio:
+                await self.stream.feed(np.concatenate(audio))
+
+    def push(self, frame: PCM) -> None:
+        self._q.put_nowait(frame)
+
+    async def finish(self) -> Transcript:
+        self._q.put_nowait(None)
+        try:
+            await self._pump_task
+            return await self.stream.final()
+        finally:
+            await self.stream.close()
+
+    def abort(self) -> None:
+        self._pump_task.cancel()
+        asyncio.ensure_future(self.stream.close()).add_done_callback(_consume)
+
+
+def _consume(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()  # a discarded speculation's (or stream's) failure is not this call's problem
 
 
 class CallSession:
@@ -104,6 +167,7 @@ class CallSession:
         now: Callable[[], datetime] | None = None,
         prompt_audio: Callable[[str], Awaitable[PCM]] | None = None,
         transfer: Transferer | None = None,
+        vad: Vad | None = None,
     ) -> None:
         self.leg = leg
         self.plan = plan
@@ -138,6 +202,15 @@ class CallSession:
         self._hangup_by: str | None = None
         self._human_heard = False
         self.amd: AmdDecision | None = None
+        self.echo_guard: EchoGuard | None = None
+        self.vad = vad
+        self._spec: _Speculation | None = None
+        self._spec_ready: dict[tuple[float, int], asyncio.Future[Transcript]] = {}
+        #: utterances transcribed by streaming (vosk) while spoken
+        self.streamed = 0
+        #: speculative transcriptions used / discarded (speech resumed)
+        self.spec_used = 0
+        self.spec_discarded = 0
         self._side_tasks: set[asyncio.Task[None]] = set()
         #: hands the call to a human agent at a transfer node (None: every transfer takes the fallback)
         self.transfer = transfer
@@ -268,11 +341,46 @@ class CallSession:
             self._ended.set()
 
     async def _media_in(self) -> None:
-        ep = Endpointer(self.config.endpoint)
+        ep = Endpointer(self.config.endpoint, vad=self.vad.stream() if self.vad is not None else None)
+        streaming = self.config.streaming_asr and hasattr(self.recognizer, "stream")
+        speculate = self.config.speculative_asr and not hasattr(self.recognizer, "stream")
+        live: _LiveStream | None = None
+        guard = EchoGuard(self.config.echo) if self.config.echo is not None else None
+        self.echo_guard = guard
+        playout = self.leg.playout
         async for frame in self.leg.frames():
+            if guard is not None:
+                guard.sync(playout)
+                frame = guard.process(frame)
+            was_in_speech = ep.in_speech
             ev = ep.feed(frame)
+            if streaming:
+                if isinstance(ev, SpeechStarted):
+                    rec: Any = self.recognizer
+                    live = _LiveStream(rec.stream(sample_rate=8000), ep.utterance_frames)
+                elif live is not None and was_in_speech:
+                    live.push(frame)
+                    if isinstance(ev, Utterance):
+                        self._spec_ready[(ev.start_s, len(ev.pcm))] = asyncio.ensure_future(live.finish())
+                        self.streamed += 1
+                        live = None
+                    elif isinstance(ev, SpeechAborted):
+                        live.abort()
+                        live = None
             if ev is None:
                 continue
+            if isinstance(ev, SpeechPaused):
+                if speculate:
+                    self._drop_speculation()
+                    task = asyncio.ensure_future(self.recognizer.transcribe(ev.pcm, sample_rate=8000))
+                    self._spec = _Speculation((ev.start_s, len(ev.pcm)), task)
+                continue
+            if self._spec is not None:
+                if isinstance(ev, Utterance) and self._spec.key == (ev.start_s, len(ev.pcm)):
+                    self._spec_ready[self._spec.key] = self._spec.task  # ended where it paused: use it
+                    self._spec = None
+                else:
+                    self._drop_speculation()  # the callee went on talking: that text is incomplete
             speaking = self._speaking
             self._callee_speaking = isinstance(ev, SpeechStarted)
             if isinstance(ev, SpeechStarted):
@@ -287,7 +395,25 @@ class CallSession:
             else:
                 self._barge = None
                 await self._heard.put(ev)
+        if live is not None:
+            live.abort()  # the call ended mid-utterance: free the decoder
         self._ended.set()
+
+    def _drop_speculation(self) -> None:
+        spec, self._spec = self._spec, None
+        if spec is not None:
+            self.spec_discarded += 1
+            spec.task.cancel()  # a decode already running in a worker finishes there, unused
+            spec.task.add_done_callback(_consume)
+
+    async def _transcribe(self, utt: Utterance) -> Transcript:
+        """The utterance's transcript: the speculative one when it was started on exactly this audio."""
+        task = self._spec_ready.pop((utt.start_s, len(utt.pcm)), None)
+        if task is not None:  # speculative (utterance engine) or streamed (streaming engine)
+            if not hasattr(self.recognizer, "stream"):
+                self.spec_used += 1
+            return await task
+        return await self.recognizer.transcribe(utt.pcm, sample_rate=8000)
 
     def _may_barge(self, prompt: Say, onset: float | None = None) -> bool:
         """Barge-in is allowed on an interruptible prompt once its min_play_s has played."""
@@ -304,7 +430,7 @@ class CallSession:
 
     async def _heard_during_prompt(self, utt: Utterance, prompt: Say | None) -> None:
         start = self._rel() - utt.duration_s
-        transcript = await self.recognizer.transcribe(utt.pcm, sample_rate=8000)
+        transcript = await self._transcribe(utt)
         text = transcript.text.strip()
         if self._ended.is_set():
             return
@@ -598,7 +724,7 @@ class CallSession:
             transcript, start = item.transcript, item.start_s
         else:
             start = self._rel() - item.duration_s
-            transcript = await self.recognizer.transcribe(item.pcm, sample_rate=8000)
+            transcript = await self._transcribe(item)
         text = transcript.text.strip()
         if not text:
             return self.runner.on_no_input()

@@ -4,6 +4,15 @@ An adaptive energy detector: a frame is speech when it is well above the tracked
 absolute floor. Speech starts after `start_ms` of speech frames (with `preroll_ms` of audio kept before it)
 and ends after `end_silence_ms` of non-speech, or at `max_utterance_s`. A start that ends before
 `min_speech_ms` of voiced audio (a click, a cough) is reported as `SpeechAborted`.
+
+With a VAD model (engine.ports.VoiceActivity, e.g. Silero) the energy detector is only the gate: a frame
+loud enough is speech when the model also says so (probability >= `vad_threshold`), so steady noise, music
+and clicks stop opening turns. The model runs only while the gate is open (cheap on a mostly quiet line).
+
+`speculate_ms` (utterance engines such as Whisper): after that much silence inside an utterance the
+endpointer reports `SpeechPaused` with the audio so far; the session starts transcribing it then and uses
+the result if the utterance ends without more speech (the final audio is then exactly the same), or drops
+it if the callee goes on. That takes the ASR time out of the end-of-turn silence.
 """
 
 from __future__ import annotations
@@ -15,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from engine.audio import FRAME_MS, PCM, rms_dbfs
+from engine.ports import VoiceActivity
 
 
 @dataclass(frozen=True)
@@ -26,6 +36,10 @@ class EndpointConfig:
     min_speech_ms: int = 200
     abs_floor_dbfs: float = -48.0
     snr_db: float = 10.0
+    #: with a VAD model: the speech probability a loud frame needs
+    vad_threshold: float = 0.5
+    #: silence after which a speculative transcription may start (None: never)
+    speculate_ms: int | None = 250
 
 
 @dataclass(frozen=True)
@@ -39,6 +53,14 @@ class SpeechAborted:
 
 
 @dataclass(frozen=True)
+class SpeechPaused:
+    """`speculate_ms` of silence inside an utterance: `pcm` is what the utterance will be if it ends here."""
+
+    pcm: PCM
+    start_s: float
+
+
+@dataclass(frozen=True)
 class Utterance:
     pcm: PCM
     start_s: float
@@ -49,12 +71,15 @@ class Utterance:
         return self.end_s - self.start_s
 
 
-EndpointEvent = SpeechStarted | SpeechAborted | Utterance
+EndpointEvent = SpeechStarted | SpeechAborted | SpeechPaused | Utterance
 
 
 class Endpointer:
-    def __init__(self, config: EndpointConfig | None = None) -> None:
+    def __init__(self, config: EndpointConfig | None = None, *, vad: VoiceActivity | None = None) -> None:
         self.cfg = config or EndpointConfig()
+        self.vad = vad
+        self._vad_on = False
+        self.vad_frames = 0
         self.noise_floor = -70.0
         self._t = 0.0
         self._pre: deque[PCM] = deque(maxlen=max(1, self.cfg.preroll_ms // FRAME_MS))
@@ -69,6 +94,11 @@ class Endpointer:
     def in_speech(self) -> bool:
         return self._in_speech
 
+    @property
+    def utterance_frames(self) -> list[PCM]:
+        """The frames of the utterance in progress so far (pre-roll included); empty outside speech."""
+        return list(self._cur) if self._in_speech else []
+
     def reset(self) -> None:
         self._pre.clear()
         self._cur = []
@@ -78,9 +108,25 @@ class Endpointer:
     def is_speech(self, level: float) -> bool:
         return level > self.cfg.abs_floor_dbfs and level > self.noise_floor + self.cfg.snr_db
 
+    def _vad_says_speech(self, frame: PCM) -> bool:
+        vad = self.vad
+        assert vad is not None
+        if not self._vad_on:  # the gate just opened: restart the model on the audio just before
+            vad.reset()
+            for f in list(self._pre)[-2:]:
+                vad.probability(f)
+            self._vad_on = True
+        self.vad_frames += 1
+        return vad.probability(frame) >= self.cfg.vad_threshold
+
     def feed(self, frame: PCM) -> EndpointEvent | None:
         level = rms_dbfs(frame)
         speech = self.is_speech(level)
+        if self.vad is not None:
+            if speech:
+                speech = self._vad_says_speech(frame)
+            elif not self._in_speech:
+                self._vad_on = False
         if not speech:
             # track the floor quickly downwards, slowly upwards
             rate = 0.2 if level < self.noise_floor else 0.02
@@ -105,6 +151,15 @@ class Endpointer:
         else:
             self._silence_run += 1
         too_long = len(self._cur) * FRAME_MS / 1000.0 >= cfg.max_utterance_s
+        if (
+            cfg.speculate_ms is not None
+            and not too_long
+            and self._silence_run == -(-cfg.speculate_ms // FRAME_MS)
+            and self._silence_run * FRAME_MS < cfg.end_silence_ms
+            and self._voiced * FRAME_MS >= cfg.min_speech_ms
+        ):
+            keep = len(self._cur) - max(0, self._silence_run - 5)
+            return SpeechPaused(np.concatenate(self._cur[:keep]).astype(np.int16), self._start_s)
         if self._silence_run * FRAME_MS >= cfg.end_silence_ms or too_long:
             keep = len(self._cur) - (0 if too_long else max(0, self._silence_run - 5))
             pcm = np.concatenate(self._cur[:keep]) if keep > 0 else np.zeros(0, np.int16)

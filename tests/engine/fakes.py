@@ -19,9 +19,9 @@ from engine.ports import ClassifyContext, LegInfo, Prediction, Transcript
 T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 
 
-def tone(seconds: float, amp: int = 8000) -> PCM:
+def tone(seconds: float, amp: int = 8000, hz: float = 440.0) -> PCM:
     n = int(seconds * 8000)
-    return (np.sin(np.arange(n) * 2 * np.pi * 440 / 8000) * amp).astype(np.int16)
+    return (np.sin(np.arange(n) * 2 * np.pi * hz / 8000) * amp).astype(np.int16)
 
 
 class ScriptedLeg:
@@ -184,4 +184,5 @@ class ToneSynth:
 
     async def render(self, text: str, *, voice: str | None = None, speed: float = 1.0) -> PCM:
         self.rendered.append(text)
-        return tone(0.05 * len(text) + 0.2, amp=3000)
+        # not the callee's 440 Hz: the echo guard would rightly take a copy of our own tone for echo
+        return tone(0.05 * len(text) + 0.2, amp=3000, hz=310.0)

@@ -17,6 +17,12 @@ from engine.dispositions import Disposition
         ("您拨打的电话暂时无人接听", Disposition.NO_ANSWER),
         ("Hi, you've reached Sam. Please leave a message after the tone.", Disposition.VOICEMAIL),
         ("The number you have dialed is not in service", Disposition.INVALID_NUMBER),
+        # what whisper base actually heard on 8 kHz announcements (bench/results/amd.json)
+        ("您好您播打的电话已关节。", Disposition.POWERED_OFF),
+        ("您好您拨打的电话与关机。", Disposition.POWERED_OFF),
+        ("您好您播打的电话以情节。", Disposition.SUSPENDED),
+        ("您好,基主现在不方便接听,请在提示您后流言。", Disposition.VOICEMAIL),
+        ("您好,我是基主的智能助理。请问您有什么事情?", Disposition.VOICEMAIL),
     ],
 )
 def test_machine_words(text: str, expected: Disposition) -> None:
@@ -24,6 +30,9 @@ def test_machine_words(text: str, expected: Disposition) -> None:
     assert d is not None and d.disposition is expected
 
 
-@pytest.mark.parametrize("text", ["喂，你好", "哪位？", "hello?", "yes, speaking", "", "我在开车"])
+@pytest.mark.parametrize(
+    "text",
+    ["喂，你好", "哪位？", "hello?", "yes, speaking", "", "我在开车", "我膝盖关节不好", "这个情节很好看"],
+)
 def test_human_words(text: str) -> None:
     assert decide(text) is None

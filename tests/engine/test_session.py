@@ -1,5 +1,6 @@
 import asyncio
 from collections.abc import Sequence
+from typing import Any
 
 import dialplans
 from engine.call.session import CallSession
@@ -197,3 +198,99 @@ async def test_recorded_wav_prompt_is_played_instead_of_synthesis() -> None:
     o, synth = await _run_plan(plan, [], prompt_audio=load)
     assert loaded == ["prompts/bye.wav"] and "录好的提示" not in synth.rendered
     assert [t.text for t in o.turns if t.speaker == "bot"] == ["录好的提示"]
+
+
+async def test_speculative_transcript_is_used_when_the_reply_ends_at_the_pause() -> None:
+    clock = VirtualClock()
+    leg = ScriptedLeg(clock, ["多少钱啊", "好的可以"])
+    rec = LengthRecognizer(leg)
+    calls = 0
+    inner = rec.transcribe
+
+    async def counting(pcm: Any, *, sample_rate: int = 8000) -> Any:
+        nonlocal calls
+        calls += 1
+        return await inner(pcm, sample_rate=sample_rate)
+
+    rec.transcribe = counting  # type: ignore[method-assign]
+    session = CallSession(
+        leg,
+        dialplans.get("trial-class-zh"),
+        recognizer=rec,
+        classifier=KeywordClassifier(),
+        synthesizer=ToneSynth(),
+        clock=clock,
+    )
+    task = asyncio.create_task(session.run())
+    for _ in range(3000):
+        if task.done():
+            break
+        await clock.advance(0.02)
+    o = task.result()
+    assert "booked" in o.tags
+    assert session.spec_used == 2 and session.spec_discarded == 0
+    assert calls == 2  # each reply transcribed once, at its 250 ms pause
+
+
+class _StreamingLength:
+    """A streaming recogniser fake: counts what it is fed while the callee speaks and maps the length
+    (minus the end-of-turn silence the endpointer waits for) back to the scripted reply."""
+
+    name = "fake-stream"
+
+    def __init__(self, leg: ScriptedLeg) -> None:
+        self.leg = leg
+        self.fed = 0
+        self.feeds = 0
+        self.transcribes = 0
+        self.closed = 0
+
+    async def transcribe(self, pcm: Any, *, sample_rate: int = 8000) -> Any:
+        self.transcribes += 1
+        return await LengthRecognizer(self.leg).transcribe(pcm)
+
+    def stream(self, *, sample_rate: int = 8000) -> Any:
+        owner = self
+
+        class _S:
+            n = 0
+
+            async def feed(self, pcm: Any) -> str:
+                self.n += len(pcm)
+                owner.fed += len(pcm)
+                owner.feeds += 1
+                return ""
+
+            async def final(self) -> Any:
+                import numpy as np
+
+                return await LengthRecognizer(owner.leg).transcribe(np.zeros(max(0, self.n - 4000), np.int16))
+
+            async def close(self) -> None:
+                owner.closed += 1
+
+        return _S()
+
+
+async def test_streaming_engine_is_fed_while_the_callee_speaks() -> None:
+    clock = VirtualClock()
+    leg = ScriptedLeg(clock, ["多少钱啊", "好的可以"])
+    rec = _StreamingLength(leg)
+    session = CallSession(
+        leg,
+        dialplans.get("trial-class-zh"),
+        recognizer=rec,
+        classifier=KeywordClassifier(),
+        synthesizer=ToneSynth(),
+        clock=clock,
+    )
+    task = asyncio.create_task(session.run())
+    for _ in range(3000):
+        if task.done():
+            break
+        await clock.advance(0.02)
+    o = task.result()
+    assert "booked" in o.tags
+    assert [t.text for t in o.turns if t.speaker == "callee"] == ["多少钱啊", "好的可以"]
+    assert rec.transcribes == 0 and session.streamed == 2 and rec.closed == 2
+    assert rec.fed >= 8000 * (0.8 + 1.0)  # both replies (0.6 s + 0.8 s of speech) plus their pre-roll/silence

@@ -28,6 +28,7 @@ class FakeMedia:
         self.playout = Playout()
         self.on_dtmf: Callable[[str, int], None] | None = None
         self.on_timeout: Callable[[float], None] | None = None
+        self.dtmf_method: Literal["rfc4733", "inband"] = "rfc4733"
         self.remote: list[dict[str, Any]] = []
         self.started = False
         self.closed = asyncio.Event()

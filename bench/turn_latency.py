@@ -1,0 +1,183 @@
+"""Turn latency over real SIP/RTP: end of the callee's speech -> first packet of the robot's reply.
+
+    .venv/bin/python bench/turn_latency.py --json          # 1 and 10 concurrent calls, 3 rounds each
+    .venv/bin/python bench/turn_latency.py --quick         # 1 and 3 concurrent calls, 1 round
+
+Each call: our UA dials a baresip softphone that plays a corpus reply (reply_zh_price, 这个课程多少钱？,
+Kokoro voice) about 4.5 s after answer, i.e. over the greeting of trial-class-zh. The session runs the
+production pieces: faster-whisper base (one shared worker), Silero VAD when installed, the echo guard,
+endpointing (0.6 s end silence, speculative transcription at 250 ms), the rules classifier, and Kokoro
+prompts pre-rendered in the PromptCache (var/models/cache). Measured from what the session sees: the
+last inbound frame above -40 dBFS of the reply -> the first voiced frame of the next prompt (the price
+answer). Writes bench/results/turn_latency.json (not with --quick).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests" / "e2e"))
+
+from peers import Baresip  # noqa: E402
+
+import dialplans  # noqa: E402
+from bench.bargein import Probe, load_vad  # noqa: E402
+from engine.call.session import CallSession, SessionConfig  # noqa: E402
+from engine.ports import Synthesizer, Vad  # noqa: E402
+from gateway.sip.ua import UserAgent  # noqa: E402
+from models.asr.whisper import WhisperRecognizer  # noqa: E402
+from models.nlu.rules import RulesClassifier  # noqa: E402
+from models.tts.cache import PromptCache, write_wav  # noqa: E402
+from models.tts.kokoro import KokoroSynthesizer  # noqa: E402
+from outcall.runtime import LanguageRecognizer, prerender  # noqa: E402
+from tests.fixtures.audio.corpus import load  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results" / "turn_latency.json"
+MODELS = ROOT / "var" / "models"
+
+
+class _Speech:
+    def __init__(self, synth: Synthesizer) -> None:
+        self.synthesizer = synth
+
+
+def turn_ms(probe: Probe) -> float | None:
+    """Last loud inbound frame of the reply -> first voiced outbound frame after it (after a pause)."""
+    loud = [t for t, lvl in probe.inbound if lvl > -40.0]
+    if not loud:
+        return None
+    end = loud[-1]
+    after = [t for t in probe.voiced_out if t > end]
+    return (after[0] - end) * 1000.0 if after else None
+
+
+async def one_call(
+    ua: UserAgent, rec: Any, synth: Synthesizer, vad: Vad | None, wav: Path, work: Path, speculative: bool
+) -> float | None:
+    phone = Baresip(workdir=work, audio=wav, delay_s=4.5, tail_s=12.0).start()
+    try:
+        plan = dialplans.get("trial-class-zh")
+        leg = await ua.originate(phone.uri, caller_id="1001")
+        probe = Probe(leg)
+        session = CallSession(
+            leg,
+            plan,
+            recognizer=LanguageRecognizer(rec, "zh"),
+            classifier=RulesClassifier(),
+            synthesizer=synth,
+            vad=vad,
+            config=SessionConfig(speculative_asr=speculative),
+        )
+        task = asyncio.ensure_future(session.run())
+        # the reply ends ~6.5 s after answer; the price answer starts a second or a few later
+        await asyncio.sleep(14.0)
+        await leg.hangup()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(task, 20)
+        return turn_ms(probe)
+    finally:
+        phone.stop()
+
+
+async def level(
+    ua: UserAgent, n: int, rounds: int, rec: Any, synth: Synthesizer, vad: Vad | None, wav: Path, work: Path,
+    speculative: bool,
+) -> dict[str, Any]:  # fmt: skip
+    vals: list[float] = []
+    missing = 0
+    for r in range(rounds):
+        got = await asyncio.gather(
+            *(one_call(ua, rec, synth, vad, wav, work / f"n{n}r{r}c{i}", speculative) for i in range(n))
+        )
+        for v in got:
+            if v is None:
+                missing += 1
+            else:
+                vals.append(v)
+    arr = np.array(vals) if vals else np.array([np.nan])
+    return {
+        "concurrent_calls": n,
+        "engine": rec.name,
+        "speculative_asr": speculative,
+        "p50_ms": round(float(np.percentile(arr, 50)), 1),
+        "p95_ms": round(float(np.percentile(arr, 95)), 1),
+        "max_ms": round(float(np.max(arr)), 1),
+        "n": len(vals),
+        "no_reply": missing,
+    }
+
+
+async def run(levels: list[int], rounds: int, compare_spec: bool) -> dict[str, Any]:
+    if shutil.which("baresip") is None:
+        raise SystemExit("baresip not found: apt-get install baresip-core")
+    work = Path(tempfile.mkdtemp(prefix="outcall-turn-"))
+    wav = work / "reply.wav"
+    write_wav(wav, load("reply_zh_price"))
+    rec = WhisperRecognizer(MODELS / "whisper-base")
+    kokoro = KokoroSynthesizer(MODELS / "kokoro")
+    synth = PromptCache(kokoro, MODELS / "cache")
+    vad = load_vad()
+    plan = dialplans.get("trial-class-zh")
+    await prerender(_Speech(synth), plan)  # type: ignore[arg-type]
+    ua = UserAgent(bind_host="127.0.0.1", rtp_inactivity_timeout=30.0)
+    await ua.start()
+    out = []
+    load0 = os.getloadavg()[0]
+    t0 = time.perf_counter()
+    try:
+        for n in levels:
+            out.append(await level(ua, n, rounds, rec, synth, vad, wav, work, True))
+        if compare_spec:
+            out.append(await level(ua, 1, rounds, rec, synth, vad, wav, work, False))
+    finally:
+        await ua.close()
+        rec.close()
+        kokoro.close()
+    return {
+        "bench": "turn_latency",
+        "levels": out,
+        "vad": vad.name if vad is not None else "energy only",
+        "tts": "kokoro zm_yunjian, pre-rendered (PromptCache)",
+        "classifier": "rules-v1",
+        "endpointing": "0.6 s end silence; speculative ASR at 250 ms pause",
+        "measured": "last inbound frame > -40 dBFS -> first voiced frame of the reply "
+        "(as the session sees them)",
+        "wall_s": round(time.perf_counter() - t0, 1),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "loadavg_1m": load0},
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--levels", default="1,10")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--quick", action="store_true", help="1 and 3 calls, one round")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    levels = [1, 3] if args.quick else [int(x) for x in args.levels.split(",")]
+    rounds = 1 if args.quick else args.rounds
+    result = asyncio.run(run(levels, rounds, compare_spec=not args.quick))
+    print(json.dumps(result, ensure_ascii=False, indent=None if args.json else 2))
+    if not args.quick:
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
