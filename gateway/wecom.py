@@ -128,6 +128,12 @@ class WecomClient:
 
     # ---- access token
     async def access_token(self, *, force: bool = False) -> str:
+        if not self.corp_id or not self._secret:
+            raise WecomError(
+                "wecom: no app credentials; set OUTCALL_WECOM_CORP_ID and OUTCALL_WECOM_SECRET",
+                errcode=-4,
+                permanent=True,
+            )
         now = self.clock.monotonic()
         if not force and self._token is not None and now < self._token.expires_at - self.refresh_margin_s:
             return self._token.value

@@ -12,7 +12,7 @@ from gateway.store.reports import Reports
 from outcall import __version__
 from outcall.api import problems
 from outcall.api.deps import Context, SchedulerView
-from outcall.api.routers import admin, callerids, calls, campaigns, contacts, dialplans, dnc, health
+from outcall.api.routers import admin, callerids, calls, campaigns, contacts, dialplans, dnc, health, wecom
 from outcall.dialplan_library import DialplanLibrary
 from outcall.settings import Settings
 
@@ -41,6 +41,6 @@ def create_app(
         scheduler=scheduler,
     )
     problems.install(app)
-    for r in (health, campaigns, contacts, dnc, dialplans, calls, admin, callerids):
+    for r in (health, campaigns, contacts, dnc, dialplans, calls, admin, callerids, wecom):
         app.include_router(r.router)
     return app
