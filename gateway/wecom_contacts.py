@@ -43,7 +43,8 @@ class WecomContacts:
 
     def link_sync(self, ev: WecomEvent, *, now: float) -> LinkedContact | None:
         """Record an add-contact event; returns it with its outcome (None fields when the state is no
-        call of ours). Idempotent: WeCom re-sends callbacks it got no answer to."""
+        call of ours); None for other events and for a contact already linked (WeCom re-sends callbacks
+        it got no answer to)."""
         if not ev.is_add_contact or not ev.external_user_id or not ev.user_id:
             return None
         q = self.store._q
@@ -71,6 +72,8 @@ class WecomContacts:
                     now,
                 ),
             )
+            if cur.rowcount == 0:  # a re-sent callback: already linked (and welcomed)
+                return None
         body: dict[str, Any] = {}
         if row is not None:
             import json
