@@ -142,6 +142,8 @@ async def test_sms_link_opened_and_contact_added_is_linked_to_the_call(
         assert (r.status_code, r.text) == (200, "success")
         bad = dict(params, timestamp="1700000001")
         assert (await api.post("/wecom/callback", params=bad, content=body)).status_code == 403
+        huge = b"<xml>" + b"x" * 70_000 + b"</xml>"
+        assert (await api.post("/wecom/callback", params=params, content=huge)).status_code == 413
         await app.state.wecom_callback.drain()
     linked = WecomContacts(store).list_sync()
     assert linked == [

@@ -15,6 +15,9 @@ from outcall.followup import WecomCallback, callback_for
 
 router = APIRouter(prefix="/wecom", tags=["wecom"])
 
+#: WeCom events are a few hundred bytes; anything far larger is not WeCom (refused before parsing)
+MAX_BODY = 64 * 1024
+
 
 def _callback(request: Request, c: CtxDep) -> WecomCallback:
     cb = callback_for(request.app.state, c.settings, c.store)
@@ -41,6 +44,8 @@ async def event(
 ) -> PlainTextResponse:
     cb = _callback(request, c)
     body = await request.body()
+    if len(body) > MAX_BODY:
+        raise Problem(413, f"callback body over {MAX_BODY} bytes")
     try:
         ev = cb.crypto.open(msg_signature, timestamp, nonce, body)
     except WecomCryptoError as e:
