@@ -32,6 +32,22 @@ def _check_templates(settings: Settings) -> None:
                 f"follow_up_rules: wecom template {rule.wecom!r} is not in OUTCALL_WECOM_TEMPLATES",
                 hint="add it to [wecom_templates] or fix the rule",
             )
+    if settings.wecom_link_url is None:
+        users = [
+            f"OUTCALL_SMS_TEMPLATES[{n!r}]"
+            for n, t in settings.sms_templates.items()
+            if "$wecom_link" in t.params.values()
+        ]
+        users += [
+            f"OUTCALL_WECOM_TEMPLATES[{n!r}]"
+            for n, w in settings.wecom_templates.items()
+            if "{$wecom_link}" in w.text
+        ]
+        if users:
+            raise ConfigError(
+                f"{', '.join(users)} use $wecom_link but OUTCALL_WECOM_LINK_URL is not set",
+                hint="set it to the customer-acquisition link's url, or give the template a text without it",
+            )
     for name, t in settings.wecom_templates.items():
         if t.robot not in settings.wecom_robot_keys:
             raise ConfigError(

@@ -217,6 +217,11 @@ async def test_rule_naming_an_unknown_template_fails_at_startup(
     with pytest.raises(ConfigError, match="OUTCALL_SMS_TEMPLATES"):
         await open_delivery(load_settings(), store)
     monkeypatch.delenv("OUTCALL_FOLLOW_UP_RULES")
+    monkeypatch.setenv("OUTCALL_WECOM_ROBOT_KEYS", json.dumps({"sales": "k"}))
+    monkeypatch.setenv("OUTCALL_WECOM_TEMPLATES", json.dumps({"advisor": {"robot": "sales"}}))
+    with pytest.raises(ConfigError, match="OUTCALL_WECOM_LINK_URL"):  # the default text has the link
+        await open_delivery(load_settings(), store)
+    monkeypatch.delenv("OUTCALL_WECOM_TEMPLATES")
     monkeypatch.setenv("OUTCALL_SMS_ACCESS_KEY_ID", "LTAIkey")
     with pytest.raises(ConfigError, match="OUTCALL_SMS_ACCESS_KEY_SECRET"):
         await open_delivery(load_settings(), store)
