@@ -228,6 +228,9 @@ class FollowUpSink:
         self.inline = inline
         self.skipped: dict[str, int] = {}
 
+    #: sends in flight (the deliverer reads it); the providers' rate limits are lower anyway
+    concurrency = 4
+
     @property
     def name(self) -> str:
         return f"followup:{self.sender.channel}"

@@ -97,6 +97,7 @@ class WecomClient:
         clock: Clock | None = None,
         refresh_margin_s: float = 300.0,
         robot_per_min: int = 20,
+        robot_max_wait_s: float = 5.0,
         timeout_s: float = 10.0,
     ) -> None:
         import httpx
@@ -107,6 +108,7 @@ class WecomClient:
         self.clock: Clock = clock or RealClock()
         self.refresh_margin_s = refresh_margin_s
         self.robot_per_min = robot_per_min
+        self.robot_max_wait_s = robot_max_wait_s
         self._client = client or httpx.AsyncClient(timeout=timeout_s)
         self._own = client is None
         self._token: _Token | None = None
@@ -207,7 +209,16 @@ class WecomClient:
             bucket = self._robots[key] = TokenBucket(
                 self.robot_per_min / 60.0, float(self.robot_per_min), clock=self.clock
             )
-        await bucket.take()
+        wait = bucket.try_take()
+        if wait > self.robot_max_wait_s:  # the outbox retries it later rather than holding a slot
+            raise WecomError(
+                f"wecom robot: {self.robot_per_min}/min reached, next slot in {wait:.0f} s",
+                errcode=RATE_LIMITED,
+                permanent=False,
+            )
+        if wait > 0:
+            await self.clock.sleep(wait)
+            await bucket.take()
         body = await self._request(
             "robot",
             "POST",

@@ -240,3 +240,18 @@ async def test_robot_local_limit_is_20_a_minute(wecom: tuple[FakeWecom, FakeHttp
     finally:
         await c.close()
     assert fake.robot_messages[-1] == {"msgtype": "text", "text": {"content": "m20"}}
+
+
+async def test_robot_slot_too_far_away_is_left_to_the_outbox(wecom: tuple[FakeWecom, FakeHttp]) -> None:
+    fake, srv = wecom
+    clock = VirtualClock()
+    c = WecomClient(CORP_ID, SECRET, base_url=srv.url, clock=clock, robot_per_min=2, robot_max_wait_s=5.0)
+    try:
+        await c.robot_send("robot-key-1", "a")
+        await c.robot_send("robot-key-1", "b")
+        with pytest.raises(WecomError, match="next slot in 30 s") as ei:  # 2/min: a slot every 30 s
+            await c.robot_send("robot-key-1", "c")
+        assert not ei.value.permanent
+    finally:
+        await c.close()
+    assert len(fake.robot_messages) == 2
