@@ -115,7 +115,12 @@ class FollowUpLedger:
 
     def __init__(self, store: LedgerStore) -> None:
         self.store = store
+        #: Postgres (several nodes): serialise per number with an advisory lock (SQLite's BEGIN IMMEDIATE
+        #: already serialises writers)
+        self.shared = bool(getattr(store, "skip_locked", ""))
         with store._tx() as cur:
+            if self.shared:
+                cur.execute("SELECT pg_advisory_xact_lock(770001)")  # nodes racing to create tables
             for sql in LEDGER_SCHEMA:
                 cur.execute(sql)
 
@@ -143,6 +148,8 @@ class FollowUpLedger:
         phone = phone_keys(o.to)[1]
         q = self.store._q
         with self.store._tx() as cur:
+            if self.shared:
+                cur.execute(q("SELECT pg_advisory_xact_lock(hashtext(?))"), (f"followup:{channel}:{phone}",))
             cur.execute(
                 q("SELECT state FROM followups WHERE outcome_id=? AND channel=?"), (o.outcome_id, channel)
             )

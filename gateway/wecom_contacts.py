@@ -38,6 +38,8 @@ class WecomContacts:
     def __init__(self, store: LedgerStore) -> None:
         self.store = store
         with store._tx() as cur:
+            if getattr(store, "skip_locked", ""):  # Postgres: nodes racing to create tables
+                cur.execute("SELECT pg_advisory_xact_lock(770001)")
             for sql in SCHEMA:
                 cur.execute(sql)
 
