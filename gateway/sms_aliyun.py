@@ -222,7 +222,6 @@ class AliyunSmsConfig(BaseModel):
     access_key_id: str
     access_key_secret: SecretStr
     sign_name: str
-    templates: dict[str, SmsTemplate] = Field(default_factory=dict)
     endpoint: str = DEFAULT_ENDPOINT
     region: str = "cn-hangzhou"
     rate_per_s: float = Field(10.0, gt=0, description="SendSms calls per second (token bucket)")

@@ -79,7 +79,6 @@ def build_followup_sinks(settings: Settings, store: LedgerStore) -> list[Sink]:
             access_key_id=settings.sms_access_key_id,
             access_key_secret=settings.sms_access_key_secret,
             sign_name=settings.sms_sign_name,
-            templates=settings.sms_templates,
             endpoint=settings.sms_endpoint,
             region=settings.sms_region,
             rate_per_s=settings.sms_rate_per_s,
