@@ -11,10 +11,12 @@ from typing import Any
 from engine.errors import ConfigError
 from gateway.control import Converted, Pause, Resume, apply_to_store
 from gateway.delivery import OutboxDeliverer, Sink
+from gateway.followup import LedgerStore
 from gateway.mqtt import MqttLink, MqttSink, control_subscriber, parse_mqtt_url
 from gateway.store.campaigns import CampaignStore
 from gateway.store.outbox import OutboxStore, RetryPolicy
 from gateway.webhook import WebhookSink
+from outcall.followup import build_followup_sinks
 from outcall.settings import Settings
 
 log = logging.getLogger("outcall.delivery")
@@ -26,10 +28,12 @@ def build_sinks(
     control_store: CampaignStore | None = None,
     control_campaign: str | None = None,
     publish_timeout_s: float = 10.0,
+    followup_store: LedgerStore | None = None,
 ) -> list[Sink]:
     """The configured sinks (call inside a running loop: the MQTT link connects in the background).
     With ``control_store``, the MQTT link also subscribes to ``outcall/<campaign>/control`` and applies
-    pause/resume/converted to that store."""
+    pause/resume/converted to that store. With ``followup_store``, the SMS / WeCom follow-up sinks
+    (OUTCALL_SMS_* / OUTCALL_WECOM_*) are added; their ledger lives in that store."""
     sinks: list[Sink] = []
     if settings.mqtt_url:
         target = parse_mqtt_url(settings.mqtt_url)
@@ -46,6 +50,8 @@ def build_sinks(
         sinks.append(MqttSink(link, publish_timeout_s=publish_timeout_s))
     for cfg in settings.webhooks:
         sinks.append(WebhookSink(cfg))
+    if followup_store is not None:
+        sinks.extend(build_followup_sinks(settings, followup_store))
     names = [s.name for s in sinks]
     if len(set(names)) != len(names):
         raise ConfigError(
@@ -98,4 +104,5 @@ class Delivery:
 
 
 async def open_delivery(settings: Settings, store: Any, **kwargs: Any) -> Delivery:
+    kwargs.setdefault("followup_store", store)
     return Delivery(store, build_sinks(settings, **kwargs), settings)

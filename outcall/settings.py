@@ -14,7 +14,11 @@ from engine.campaign.callerid import CallerIdPolicy
 from engine.errors import ConfigError
 from engine.handoff import AgentConfig, QueueConfig
 from engine.trunk import Trunk
+from gateway.followup import FollowUpRule, WecomTemplate
+from gateway.sms_aliyun import DEFAULT_ENDPOINT as SMS_ENDPOINT
+from gateway.sms_aliyun import SmsTemplate
 from gateway.webhook import WebhookConfig
+from gateway.wecom import API_BASE as WECOM_API
 
 
 class _TomlSource(PydanticBaseSettingsSource):
@@ -57,6 +61,34 @@ class Settings(BaseSettings):
         "(url, secret or secret_env, name, filters)",
     )
     outbox_max_attempts: int = Field(12, ge=1, description="delivery attempts before a row is dead")
+    # follow-up after calls (gateway/followup.py). Secrets: environment variables only, never the repo.
+    follow_up_rules: list[FollowUpRule] = Field(
+        default_factory=list, description="[[follow_up_rules]]: campaigns/dialplans/grades/tags -> sms/wecom"
+    )
+    follow_up_tz: str = Field("Asia/Shanghai", description="the day of the per-number daily caps")
+    sms_access_key_id: str | None = Field(None, description="Aliyun AccessKey ID; SMS is on when set")
+    sms_access_key_secret: SecretStr | None = None
+    sms_sign_name: str | None = Field(None, description="approved SMS sign name (签名)")
+    sms_templates: dict[str, SmsTemplate] = Field(
+        default_factory=dict, description="template name -> {template_code, params, sign_name}"
+    )
+    sms_endpoint: str = SMS_ENDPOINT
+    sms_region: str = "cn-hangzhou"
+    sms_rate_per_s: float = Field(10.0, gt=0, description="SendSms calls per second")
+    sms_daily_cap: int = Field(1, ge=1, description="SMS per number per day")
+    wecom_corp_id: str | None = None
+    wecom_secret: SecretStr | None = Field(None, description="secret of the app with 客户联系 permission")
+    wecom_api_base: str = WECOM_API
+    wecom_robot_keys: dict[str, SecretStr] = Field(
+        default_factory=dict, description="robot name -> group robot webhook key"
+    )
+    wecom_templates: dict[str, WecomTemplate] = Field(
+        default_factory=dict, description="template name -> {robot, text, welcome}"
+    )
+    wecom_link_url: str | None = Field(None, description="customer-acquisition link url (获客链接)")
+    wecom_daily_cap: int = Field(1, ge=1, description="WeCom follow-ups per number per day")
+    wecom_callback_token: SecretStr | None = Field(None, description="callback Token (接收事件服务器)")
+    wecom_callback_aes_key: SecretStr | None = Field(None, description="callback EncodingAESKey (43 chars)")
     log_level: str = "INFO"
     recordings_dir: str = Field("var/recordings", description="where call recordings (stereo FLAC) are kept")
     recording_retention_days: float = Field(

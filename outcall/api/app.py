@@ -12,7 +12,18 @@ from gateway.store.reports import Reports
 from outcall import __version__
 from outcall.api import problems
 from outcall.api.deps import Context, SchedulerView
-from outcall.api.routers import admin, callerids, calls, campaigns, contacts, dialplans, dnc, handoff, health
+from outcall.api.routers import (
+    admin,
+    callerids,
+    calls,
+    campaigns,
+    contacts,
+    dialplans,
+    dnc,
+    handoff,
+    health,
+    wecom,
+)
 from outcall.dialplan_library import DialplanLibrary
 from outcall.settings import Settings
 
@@ -41,7 +52,7 @@ def create_app(
         scheduler=scheduler,
     )
     problems.install(app)
-    for r in (health, campaigns, contacts, dnc, dialplans, calls, admin, callerids, handoff):
+    for r in (health, campaigns, contacts, dnc, dialplans, calls, admin, callerids, handoff, wecom):
         app.include_router(r.router)
     _console(app)
     return app
