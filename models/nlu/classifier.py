@@ -260,6 +260,10 @@ class TransformerClassifier:
                 )
         return [p for p in out if p is not None]
 
+    def classify_one(self, text: str, context: ClassifyContext | None = None) -> Prediction:
+        """One reply, blocking (like RulesClassifier.classify_one; tools and tests, not the event loop)."""
+        return self.classify_sync([text], context)[0]
+
     def _decide(
         self,
         text: str,

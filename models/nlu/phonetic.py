@@ -1,18 +1,20 @@
 """Sound-alike matching for the cannot-miss phrases (stop_calling / complaint) in ASR-garbled Chinese.
 
 Whisper on 8 kHz noisy audio writes the right sounds with the wrong characters (别再打了 -> 别再达了,
-骚扰 -> 搜饶 / 收饶, 删掉 -> 深掉, 工信部 -> 公信部). The rules' character patterns miss those; here the
-reply is turned into toneless pinyin (pypinyin), folded the way Mandarin ASR and southern accents blur
-sounds (zh/z, ch/c, sh/s, n/l, -ng/-n, ao/ou, an/en), and the key phrases are matched as syllable
-patterns. The patterns are anchored on syllable boundaries and always need the verb and its object or
-particle (别再打, 别打了, 不要再联系, 删掉我的号码 ...), so ordinary replies that merely share a
-syllable (不要大的, 打九分) do not match.
+骚扰 -> 搜饶 / 收饶, 删掉 -> 深掉, 工信部 -> 公信部). The rules' character patterns miss those; here
+the reply is turned into toneless pinyin (a table made with pypinyin: data/pinyin.txt), folded the way
+Mandarin ASR and southern accents blur sounds (zh/z, ch/c, sh/s, n/l, -ng/-n, ao/ou, an/en), and the
+key phrases are matched as syllable patterns. The patterns are anchored on syllable boundaries and
+always need the verb and its object or particle (别再打, 别打了, 不要再联系, 删掉我的号码 ...), so
+ordinary replies that merely share a syllable (不要大的, 打九分) do not match.
 """
 
 from __future__ import annotations
 
 import re
+import sys
 from functools import lru_cache
+from pathlib import Path
 
 _CJK_RUN = re.compile(r"[\u4e00-\u9fff]+|[0-9]+")
 
@@ -36,26 +38,69 @@ def fold(syllable: str) -> str:
     return s
 
 
+TABLE = Path(__file__).parent / "data" / "pinyin.txt"
+
+
+def _common_chars() -> list[str]:
+    """GB2312 (simplified) and Big5 level-1 (traditional) characters: what ASR writes."""
+    chars: dict[str, None] = {}
+    for lead, trails, enc in (
+        (range(0xB0, 0xF8), range(0xA1, 0xFF), "gb2312"),
+        (range(0xA4, 0xC7), [*range(0x40, 0x7F), *range(0xA1, 0xFF)], "big5"),
+    ):
+        for hi in lead:
+            for lo in trails:
+                try:
+                    ch = bytes((hi, lo)).decode(enc)
+                except UnicodeDecodeError:
+                    continue
+                if "\u4e00" <= ch <= "\u9fff":
+                    chars[ch] = None
+    return list(chars)
+
+
+def build_table(path: Path = TABLE) -> int:
+    """Write data/pinyin.txt (one line per toneless syllable: 'da 打大达...') with pypinyin; returns the
+    number of characters. Run `python -m models.nlu.phonetic` after upgrading pypinyin."""
+    from pypinyin import Style, pinyin
+
+    by_syl: dict[str, list[str]] = {}
+    for ch in _common_chars():
+        syl = pinyin(ch, style=Style.NORMAL, heteronym=False)[0][0]
+        if syl.isascii() and syl.isalpha():
+            by_syl.setdefault(syl, []).append(ch)
+    lines = [f"{syl} {''.join(chs)}" for syl, chs in sorted(by_syl.items())]
+    path.write_text(
+        "# toneless pinyin -> characters (GB2312 + Big5 level 1), from pypinyin; models.nlu.phonetic\n"
+        + "\n".join(lines)
+        + "\n",
+        encoding="utf-8",
+    )
+    return sum(len(c) for c in by_syl.values())
+
+
 @lru_cache(maxsize=1)
-def _lazy_pinyin() -> object | None:
-    try:
-        from pypinyin import lazy_pinyin
-    except ImportError:  # pragma: no cover - pypinyin is in the [nlu] extra
-        return None
-    return lazy_pinyin
+def char_syllables() -> dict[str, str]:
+    """char -> toneless pinyin (its most common reading), from the committed table (about 1 MB loaded;
+    pypinyin itself costs ~55 MB, too much for the serving process)."""
+    table: dict[str, str] = {}
+    for line in TABLE.read_text(encoding="utf-8").splitlines():
+        if line and not line.startswith("#"):
+            syl, _, chars = line.partition(" ")
+            for ch in chars:
+                table.setdefault(ch, syl)
+    return table
 
 
 def syllables(text: str) -> str:
-    """Space-separated folded syllables of the Chinese characters and digit runs in text ('' if none)."""
-    lp = _lazy_pinyin()
-    if lp is None:
-        return ""
+    """Space-separated folded syllables of the Chinese characters ('?' if unknown) and digit runs."""
+    table = char_syllables()
     out: list[str] = []
     for run in _CJK_RUN.findall(text):
         if run.isdigit():
             out.append(run)
-            continue
-        out.extend(fold(s) for s in lp(run))  # type: ignore[operator]
+        else:
+            out.extend(fold(table[c]) if c in table else "?" for c in run)
     return " ".join(out)
 
 
@@ -106,3 +151,7 @@ def sounds_like_stop_calling(text: str) -> bool:
 def sounds_like_complaint(text: str) -> bool:
     syl = syllables(text)
     return bool(syl) and bool(COMPLAINT.search(syl))
+
+
+if __name__ == "__main__":
+    sys.stdout.write(f"{TABLE}: {build_table()} characters\n")
