@@ -1,8 +1,9 @@
 """TransformerClassifier: engine.ports.Classifier on the fine-tuned e5-small, with the rules as a safety net.
 
 Decision for one reply (text normalised as in models.nlu.rules):
-  1. the rules' stop_calling / complaint keywords win (never missed), and so does the model when it says
-     stop_calling / complaint with p >= 0.6;
+  1. the rules' stop_calling / complaint keywords win (never missed; by characters or, for ASR-garbled
+     Chinese, by sound: models.nlu.phonetic), and so does the model when it says complaint with p >= 0.6
+     or stop_calling with p >= stop_threshold (0.85; a less sure stop_calling share is dropped);
   2. dialplan-declared extra intents (ClassifyContext.extra_intents: name -> examples), without
      retraining: an example's keywords in the reply, or the nearest neighbour on the base encoder's
      sentence embeddings (e5 as trained for similarity, without the adapter: loaded on first use) when it
@@ -84,6 +85,8 @@ class TransformerClassifier:
         prototypes: load the training-example embeddings used to arbitrate extra intents and for the kNN vote.
         knn_weight / knn_k: weight of the k-nearest-training-examples vote in the intent distribution.
         rules_weight: weight of the rules' keyword answer (a fixed prior, not tuned on the held-out set).
+        stop_threshold: the model alone (no do-not-call phrase, by characters or by sound) must be this
+            sure to end a call as stop_calling; below it that share counts for nothing (打九分 is a score).
     """
 
     name = "e5-lora"
@@ -102,6 +105,7 @@ class TransformerClassifier:
         knn_weight: float = 0.3,
         knn_k: int = 7,
         rules_weight: float = 0.3,
+        stop_threshold: float = 0.85,
     ) -> None:
         from models.nlu.train import quiet_quantization_warnings
 
@@ -115,6 +119,7 @@ class TransformerClassifier:
         self.knn_weight = knn_weight
         self.knn_k = knn_k
         self.rules_weight = rules_weight
+        self.stop_threshold = stop_threshold
         self.threads = max(1, threads)
         t0 = time.perf_counter()
         quiet_quantization_warnings()
@@ -299,6 +304,9 @@ class TransformerClassifier:
         # 1. never miss a do-not-call request or a complaint
         if rules.intent in SAFETY:
             return pred(rules.intent, max(rules.confidence, probs.get(rules.intent, 0.0)), "rules")
+        stop = Intent.STOP_CALLING.value
+        if 0.0 < probs.get(stop, 0.0) < self.stop_threshold:
+            probs[stop] = 0.0  # an irreversible outcome needs the rules' evidence or a very sure model
         model_safety = max(SAFETY, key=lambda k: probs.get(k, 0.0))
         if probs.get(model_safety, 0.0) >= 0.6:
             return pred(model_safety, probs[model_safety], self.name)

@@ -219,13 +219,14 @@ def card_markdown(card: dict[str, Any]) -> str:
         f"- intents: {', '.join(card['intents'])}",
         f"- emotions: {', '.join(card['emotions'])}",
         "",
-        "| set | intent macro-F1 | accuracy | emotion macro-F1 | stop_calling recall | n |",
-        "|---|---|---|---|---|---|",
+        "| set | intent macro-F1 | accuracy | emotion macro-F1 | stop_calling recall | stop_calling FP rate "
+        "| n |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, m in card.get("metrics", {}).items():
         lines.append(
             f"| {name} | {m['macro_f1']} | {m['accuracy']} | {m['emotion_macro_f1']} | "
-            f"{m['stop_calling_recall']} | {m['n']} |"
+            f"{m['stop_calling_recall']} | {m.get('stop_calling_fp_rate')} | {m['n']} |"
         )
     lines += [
         "",
@@ -296,6 +297,11 @@ def evaluate(clf: Any, examples: Sequence[Example]) -> dict[str, Any]:
         m["stop_calling_recall"] = (
             round(sum(1 for e, p in stop if p.intent == "stop_calling") / len(stop), 4) if stop else None
         )
+        not_stop = [p for e, p in zip(subset, preds, strict=True) if e.intent != "stop_calling"]
+        m["stop_calling_false_positives"] = sum(1 for p in not_stop if p.intent == "stop_calling")
+        m["stop_calling_fp_rate"] = (
+            round(m["stop_calling_false_positives"] / len(not_stop), 4) if not_stop else None
+        )
         m["errors"] = [
             {"text": e.text, "gold": e.intent, "pred": p.intent, "conf": round(p.confidence, 3)}
             for e, p in zip(subset, preds, strict=True)
@@ -325,6 +331,7 @@ def summary(metrics: dict[str, Any]) -> dict[str, Any]:
                 "accuracy": m["accuracy"],
                 "emotion_macro_f1": m["emotion"]["macro_f1"],
                 "stop_calling_recall": m["stop_calling_recall"],
+                "stop_calling_fp_rate": m.get("stop_calling_fp_rate"),
                 "n": m["n"],
             }
     return out
