@@ -8,7 +8,7 @@ Decision for one reply (text normalised as in models.nlu.rules):
      retraining: an example's keywords in the reply, or the nearest neighbour on the base encoder's
      sentence embeddings (e5 as trained for similarity, without the adapter: loaded on first use) when it
      is close (cosine >= nn_threshold) and not clearly farther (nn_margin) than the nearest training
-     example of a base intent;
+     example of a base intent (not farther at all when that example is `other`);
   3. the model's intent head, mixed with the vote of the k nearest training examples (knn_weight) and
      the rules' keyword answer (rules_weight), nudged by the context (a yes/no question favours
      affirm/deny, an open one disfavours them); a double negation the rules see (不是不需要,
@@ -323,8 +323,16 @@ class TransformerClassifier:
                 best = int(np.argmax(sims))
                 sim = float(sims[best])
                 protos = self._base_protos
-                base_sim = float(np.max(protos @ bvec)) if protos is not None else -1.0
-                if sim >= self.nn_threshold and sim >= base_sim - self.nn_margin:
+                base_sim, margin = -1.0, self.nn_margin
+                if protos is not None:
+                    psims = protos @ bvec
+                    j = int(np.argmax(psims))
+                    base_sim = float(psims[j])
+                    if self._proto_ids is not None and self.intents[int(self._proto_ids[j])] == Intent.OTHER:
+                        # the closest known reply is small talk or a free-text answer (老师挺负责的):
+                        # only a closer dialplan example overrides it
+                        margin = 0.0
+                if sim >= self.nn_threshold and sim >= base_sim - margin:
                     return pred(names[best], sim, f"{self.name}+nn")
         # 3. the model, nudged by the question type
         if ctx.expects in ("yes_no", "open"):
