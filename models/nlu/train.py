@@ -57,7 +57,7 @@ def train(
     base_dir: Path,
     out_dir: Path = WEIGHTS_DIR,
     *,
-    epochs: int = 4,
+    epochs: int = 6,
     batch_size: int = 16,
     lr: float = 2e-3,
     head_lr: float = 5e-3,
