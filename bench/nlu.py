@@ -92,6 +92,11 @@ def accuracy(clf: Any) -> dict[str, Any]:
         "stop_calling_recall_asr": asr_m.get("all", {}).get("stop_calling_recall"),
         "stop_calling_recall_hard_variants": round(hard_recall, 4),
         "stop_calling_hard_variants": len(hard_cases),
+        # do-not-call said on a reply of another intent (held-out / through-ASR): ends a call wrongly
+        "stop_calling_false_positives_heldout": held["all"]["stop_calling_false_positives"],
+        "stop_calling_false_positives_asr": asr_m.get("all", {}).get("stop_calling_false_positives"),
+        "stop_calling_fp_rate_asr": asr_m.get("all", {}).get("stop_calling_fp_rate"),
+        "asr_empty_transcripts": sum(1 for e in asr if not e.text.strip()),
     }
 
 

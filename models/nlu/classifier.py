@@ -1,13 +1,14 @@
 """TransformerClassifier: engine.ports.Classifier on the fine-tuned e5-small, with the rules as a safety net.
 
 Decision for one reply (text normalised as in models.nlu.rules):
-  1. the rules' stop_calling / complaint keywords win (never missed), and so does the model when it says
-     stop_calling / complaint with p >= 0.6;
+  1. the rules' stop_calling / complaint keywords win (never missed; by characters or, for ASR-garbled
+     Chinese, by sound: models.nlu.phonetic), and so does the model when it says complaint with p >= 0.6
+     or stop_calling with p >= stop_threshold (0.85; a less sure stop_calling share is dropped);
   2. dialplan-declared extra intents (ClassifyContext.extra_intents: name -> examples), without
      retraining: an example's keywords in the reply, or the nearest neighbour on the base encoder's
      sentence embeddings (e5 as trained for similarity, without the adapter: loaded on first use) when it
      is close (cosine >= nn_threshold) and not clearly farther (nn_margin) than the nearest training
-     example of a base intent;
+     example of a base intent (not farther at all when that example is `other`);
   3. the model's intent head, mixed with the vote of the k nearest training examples (knn_weight) and
      the rules' keyword answer (rules_weight), nudged by the context (a yes/no question favours
      affirm/deny, an open one disfavours them); a double negation the rules see (不是不需要,
@@ -84,6 +85,8 @@ class TransformerClassifier:
         prototypes: load the training-example embeddings used to arbitrate extra intents and for the kNN vote.
         knn_weight / knn_k: weight of the k-nearest-training-examples vote in the intent distribution.
         rules_weight: weight of the rules' keyword answer (a fixed prior, not tuned on the held-out set).
+        stop_threshold: the model alone (no do-not-call phrase, by characters or by sound) must be this
+            sure to end a call as stop_calling; below it that share counts for nothing (打九分 is a score).
     """
 
     name = "e5-lora"
@@ -102,6 +105,7 @@ class TransformerClassifier:
         knn_weight: float = 0.3,
         knn_k: int = 7,
         rules_weight: float = 0.3,
+        stop_threshold: float = 0.85,
     ) -> None:
         from models.nlu.train import quiet_quantization_warnings
 
@@ -115,6 +119,7 @@ class TransformerClassifier:
         self.knn_weight = knn_weight
         self.knn_k = knn_k
         self.rules_weight = rules_weight
+        self.stop_threshold = stop_threshold
         self.threads = max(1, threads)
         t0 = time.perf_counter()
         quiet_quantization_warnings()
@@ -264,6 +269,10 @@ class TransformerClassifier:
                 )
         return [p for p in out if p is not None]
 
+    def classify_one(self, text: str, context: ClassifyContext | None = None) -> Prediction:
+        """One reply, blocking (like RulesClassifier.classify_one; tools and tests, not the event loop)."""
+        return self.classify_sync([text], context)[0]
+
     def _decide(
         self,
         text: str,
@@ -299,6 +308,9 @@ class TransformerClassifier:
         # 1. never miss a do-not-call request or a complaint
         if rules.intent in SAFETY:
             return pred(rules.intent, max(rules.confidence, probs.get(rules.intent, 0.0)), "rules")
+        stop = Intent.STOP_CALLING.value
+        if 0.0 < probs.get(stop, 0.0) < self.stop_threshold:
+            probs[stop] = 0.0  # an irreversible outcome needs the rules' evidence or a very sure model
         model_safety = max(SAFETY, key=lambda k: probs.get(k, 0.0))
         if probs.get(model_safety, 0.0) >= 0.6:
             return pred(model_safety, probs[model_safety], self.name)
@@ -315,8 +327,16 @@ class TransformerClassifier:
                 best = int(np.argmax(sims))
                 sim = float(sims[best])
                 protos = self._base_protos
-                base_sim = float(np.max(protos @ bvec)) if protos is not None else -1.0
-                if sim >= self.nn_threshold and sim >= base_sim - self.nn_margin:
+                base_sim, margin = -1.0, self.nn_margin
+                if protos is not None:
+                    psims = protos @ bvec
+                    j = int(np.argmax(psims))
+                    base_sim = float(psims[j])
+                    if self._proto_ids is not None and self.intents[int(self._proto_ids[j])] == Intent.OTHER:
+                        # the closest known reply is small talk or a free-text answer (老师挺负责的):
+                        # only a closer dialplan example overrides it
+                        margin = 0.0
+                if sim >= self.nn_threshold and sim >= base_sim - margin:
                     return pred(names[best], sim, f"{self.name}+nn")
         # 3. the model, nudged by the question type
         if ctx.expects in ("yes_no", "open"):

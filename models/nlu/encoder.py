@@ -257,9 +257,10 @@ def load_bert(base_dir: Path) -> Any:
     return model
 
 
-def add_lora(encoder: nn.Module, layers: int, rank: int, alpha: float) -> list[str]:
+def add_lora(encoder: nn.Module, layers: int, rank: int, alpha: float, first_layer: int = 0) -> list[str]:
+    """LoRA on layers first_layer..layers-1 (the ones below stay frozen: no backward pass through them)."""
     names = []
-    for li in range(layers):
+    for li in range(first_layer, layers):
         for target in LORA_TARGETS:
             dotted = f"encoder.layer.{li}.{target}"
             base = _get(encoder, dotted)
@@ -284,11 +285,13 @@ def trainable_state(net: IntentNet) -> dict[str, torch.Tensor]:
     }
 
 
-def build_net(base_dir: Path, n_intents: int, n_emotions: int, rank: int, alpha: float) -> IntentNet:
+def build_net(
+    base_dir: Path, n_intents: int, n_emotions: int, rank: int, alpha: float, first_layer: int = 0
+) -> IntentNet:
     bert = load_bert(base_dir)
     for p in bert.parameters():
         p.requires_grad = False
-    add_lora(bert, int(bert.config.num_hidden_layers), rank, alpha)
+    add_lora(bert, int(bert.config.num_hidden_layers), rank, alpha, first_layer)
     return IntentNet(bert, int(bert.config.hidden_size), n_intents, n_emotions)
 
 
@@ -348,6 +351,7 @@ def load_reference_net(
         len(card["emotions"]),
         int(lora.get("rank", 8)),
         float(lora.get("alpha", 16)),
+        int(lora.get("first_layer", 0)),
     )
     try:
         state = load_file(str(weights_dir / ADAPTER_FILE))

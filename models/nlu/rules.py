@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 from engine.intents import Emotion, Intent
 from engine.ports import ClassifyContext, Prediction
+from models.nlu.phonetic import sounds_like_complaint, sounds_like_stop_calling
 
 _T2S = str.maketrans(
     "別騷擾價錢轉問誰裡說沒聽對訴開會興經報慮錯話給電這個們麼為時間員實煩滾費點幾買辦過嗎謝請樣還兒應該讓聯係繫來與後須節課試號碼類嗯",
@@ -81,6 +82,18 @@ PRIORITY_RULES: tuple[Rule, ...] = (
             r"把我(?:的号码?|的电话)?(?:删|拉黑|移除)",
             r"(?:删|深|移除)(?:掉)?我的(?:号码|电话)",
             r"拉黑",
+            r"黑名单",
+            r"退订",
+            r"免打扰",
+            r"(?:不想|不要|不愿意)再接到",
+            r"把我.{0,10}(?:删|去掉|移除)",
+            r"删除我",
+            r"(?:别|不要|不用)(?:再)?(?:老|一天到晚|总)?打(?:电话|来)",
+            r"不用再打",
+            r"少给我打",
+            r"(?:别|不要)再来烦",
+            r"(?:别|不要)再拨",
+            r"禁止再打",
         ),
         _en(
             r"stop calling",
@@ -93,6 +106,16 @@ PRIORITY_RULES: tuple[Rule, ...] = (
             r"stop (?:contacting|bothering|harassing)",
             r"do not call list",
             r"lose my number",
+            rf"{_NO_T} (?:ever )?(?:call|ring|phone|contact|bother|bug|come) (?:me |us |here |this number )?"
+            r"(?:again|anymore|any more)",
+            r"quit (?:calling|phoning|ringing)",
+            r"stop (?:phoning|ringing|texting)",
+            r"(?:delete|erase) my (?:number|details)",
+            r"take my (?:number|name) off",
+            r"no more calls",
+            r"opt me out",
+            r"(?:told|asked) you (?:not to|to stop|never to) call",
+            r"if you call (?:me |here )?again",
         ),
     ),
     Rule(
@@ -517,6 +540,11 @@ class RulesClassifier:
         for rule in PRIORITY_RULES:
             if (rule.zh if lang == "zh" else rule.en).search(t):
                 return rule.intent, 0.95
+        if lang == "zh":  # the same phrases heard with the wrong characters (ASR homophones)
+            if sounds_like_stop_calling(t):
+                return Intent.STOP_CALLING, 0.9
+            if sounds_like_complaint(t):
+                return Intent.COMPLAINT, 0.9
         for name, keywords in ctx.extra_intents.items():
             if any(k and normalize_reply(k) in t for k in keywords):
                 return name, 0.85

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from engine.intents import BASE_INTENTS
+from models.nlu.asr_noise import asr_noise
 from models.nlu.corpus import EMOTIONS, Example, data_hash, load_asr_eval, load_splits
 from models.nlu.encoder import ADAPTER_FILE, CARD_FILE, TextEncoder, build_net, trainable_state
 
@@ -56,7 +57,7 @@ def train(
     base_dir: Path,
     out_dir: Path = WEIGHTS_DIR,
     *,
-    epochs: int = 10,
+    epochs: int = 6,
     batch_size: int = 16,
     lr: float = 2e-3,
     head_lr: float = 5e-3,
@@ -64,6 +65,8 @@ def train(
     alpha: float = 32.0,
     seed: int = 7,
     threads: int = 2,
+    first_layer: int = 4,
+    asr_share: float = 0.4,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Train, write adapter + card into out_dir, evaluate the shipped classifier; returns the card."""
@@ -75,7 +78,7 @@ def train(
     emotions = list(EMOTIONS)
     train_set, heldout = load_splits()
     enc = TextEncoder(base_dir)
-    net = build_net(base_dir, len(intents), len(emotions), rank, alpha)
+    net = build_net(base_dir, len(intents), len(emotions), rank, alpha, first_layer)
     params = [p for p in net.parameters() if p.requires_grad]
     heads = [
         p for n, p in net.named_parameters() if p.requires_grad and n.startswith(("intent_", "emotion_"))
@@ -99,7 +102,12 @@ def train(
         running = 0.0
         for i in range(0, len(order), batch_size):
             batch = order[i : i + batch_size]
-            texts = [augment(e.text, e.lang, rng) for e in batch]
+            texts = [
+                asr_noise(augment(e.text, e.lang, rng), e.lang, rng)
+                if rng.random() < asr_share
+                else augment(e.text, e.lang, rng)
+                for e in batch
+            ]
             ids, mask = enc.batch(texts)
             yi = torch.tensor([intents.index(e.intent) for e in batch])
             ye = torch.tensor([emotions.index(e.emotion) for e in batch])
@@ -131,7 +139,12 @@ def train(
         "data_sha256": data_hash(),
         "train_examples": len(train_set),
         "heldout_examples": len(heldout),
-        "lora": {"rank": rank, "alpha": alpha, "targets": "q,k,v,attn-out,ffn-in,ffn-out"},
+        "lora": {
+            "rank": rank,
+            "alpha": alpha,
+            "targets": "q,k,v,attn-out,ffn-in,ffn-out",
+            "first_layer": first_layer,
+        },
         "training": {
             "epochs": epochs,
             "batch_size": batch_size,
@@ -139,6 +152,7 @@ def train(
             "head_lr": head_lr,
             "seed": seed,
             "threads": threads,
+            "asr_noise_share": asr_share,
             "seconds": round(train_s, 1),
         },
     }
@@ -193,9 +207,11 @@ def card_markdown(card: dict[str, Any]) -> str:
         f"# NLU model card: {card['name']} {card['version']}",
         "",
         f"- trained: {card['date']} on CPU ({tr['threads']} threads, "
-        f"{tr['seconds']} s, {tr['epochs']} epochs, seed {tr['seed']})",
+        f"{tr['seconds']} s, {tr['epochs']} epochs, seed {tr['seed']}; ASR-style noise on "
+        f"{tr.get('asr_noise_share', 0)} of the examples: models.nlu.asr_noise)",
         f"- base: {card['base']}; rebuilt at install by `python -m models.install --only nlu`",
-        f"- shipped here: LoRA rank {lora['rank']} ({lora['targets']}) + intent/emotion heads "
+        f"- shipped here: LoRA rank {lora['rank']} ({lora['targets']}, layers {lora.get('first_layer', 0)}+) "
+        "+ intent/emotion heads "
         "(adapter.safetensors), training-example embeddings for nearest-neighbour checks "
         "(prototypes.safetensors)",
         f"- data: models/nlu/data, sha256 {card['data_sha256']}; {card['train_examples']} training examples, "
@@ -203,13 +219,14 @@ def card_markdown(card: dict[str, Any]) -> str:
         f"- intents: {', '.join(card['intents'])}",
         f"- emotions: {', '.join(card['emotions'])}",
         "",
-        "| set | intent macro-F1 | accuracy | emotion macro-F1 | stop_calling recall | n |",
-        "|---|---|---|---|---|---|",
+        "| set | intent macro-F1 | accuracy | emotion macro-F1 | stop_calling recall | stop_calling FP rate "
+        "| n |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, m in card.get("metrics", {}).items():
         lines.append(
             f"| {name} | {m['macro_f1']} | {m['accuracy']} | {m['emotion_macro_f1']} | "
-            f"{m['stop_calling_recall']} | {m['n']} |"
+            f"{m['stop_calling_recall']} | {m.get('stop_calling_fp_rate')} | {m['n']} |"
         )
     lines += [
         "",
@@ -280,6 +297,11 @@ def evaluate(clf: Any, examples: Sequence[Example]) -> dict[str, Any]:
         m["stop_calling_recall"] = (
             round(sum(1 for e, p in stop if p.intent == "stop_calling") / len(stop), 4) if stop else None
         )
+        not_stop = [p for e, p in zip(subset, preds, strict=True) if e.intent != "stop_calling"]
+        m["stop_calling_false_positives"] = sum(1 for p in not_stop if p.intent == "stop_calling")
+        m["stop_calling_fp_rate"] = (
+            round(m["stop_calling_false_positives"] / len(not_stop), 4) if not_stop else None
+        )
         m["errors"] = [
             {"text": e.text, "gold": e.intent, "pred": p.intent, "conf": round(p.confidence, 3)}
             for e, p in zip(subset, preds, strict=True)
@@ -309,6 +331,7 @@ def summary(metrics: dict[str, Any]) -> dict[str, Any]:
                 "accuracy": m["accuracy"],
                 "emotion_macro_f1": m["emotion"]["macro_f1"],
                 "stop_calling_recall": m["stop_calling_recall"],
+                "stop_calling_fp_rate": m.get("stop_calling_fp_rate"),
                 "n": m["n"],
             }
     return out

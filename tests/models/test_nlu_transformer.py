@@ -133,19 +133,21 @@ def test_cli_json_contract_with_rules_backend() -> None:
 def test_heldout_accuracy_above_floor(nlu: object) -> None:
     _train, heldout = load_splits()
     m = evaluate(nlu, heldout)
-    # floors a little under the shipped model's figures (zh 0.82, en 0.87; rules-v1: 0.65 / 0.68)
-    assert m["zh"]["macro_f1"] >= 0.80, m["zh"]["errors"]
-    assert m["en"]["macro_f1"] >= 0.84, m["en"]["errors"]
+    # floors a little under the shipped model's figures (zh 0.85, en 0.93; rules-v1: 0.66 / 0.68);
+    # retraining on the same data with a few lines changed moved zh by +-0.03 (191 examples)
+    assert m["zh"]["macro_f1"] >= 0.83, m["zh"]["errors"]
+    assert m["en"]["macro_f1"] >= 0.90, m["en"]["errors"]
     assert m["all"]["stop_calling_recall"] == 1.0
 
 
 @pytest.mark.slow
 def test_through_asr_accuracy_above_floor(nlu: object) -> None:
     m = evaluate(nlu, load_asr_eval())
-    # shipped model 0.60 (rules-v1 0.49): 26/252 transcripts are empty and many garbled at 15 dB SNR
-    assert m["all"]["macro_f1"] >= 0.57, m["all"]["errors"]
-    # every do-not-call request Whisper transcribed recognisably is caught; the misses are ASR garbage
-    assert m["all"]["stop_calling_recall"] >= 0.64
+    # shipped model 0.65 (rules-v1 0.51): 26/252 transcripts are empty and many garbled at 15 dB SNR
+    assert m["all"]["macro_f1"] >= 0.63, m["all"]["errors"]
+    # every do-not-call request Whisper transcribed recognisably (by sound) is caught; the 4 misses are
+    # an empty transcript and three that share no sound with the request (这些人是不在意 for 打什么打别打了)
+    assert m["all"]["stop_calling_recall"] >= 0.76
 
 
 @pytest.mark.slow
@@ -298,3 +300,36 @@ def test_polarity_agrees_with_snownlp_on_short_replies() -> None:
     for text in ("别再打了", "好的谢谢你", "你们这是骚扰电话", "烦死了", "还不错", "垃圾公司"):
         assert pol.polarity(text) == pytest.approx(SnowNLP(text).sentiments, abs=1e-6), text
     assert pol.polarity("太好了谢谢") > 0.7 > 0.3 > pol.polarity("烦死了垃圾")
+
+
+@pytest.mark.slow
+def test_asr_garbled_do_not_call_requests_are_caught_by_the_full_classifier(nlu: object) -> None:
+    garbled = ["别再达了", "不要再收饶我了", "深掉我的电话", "以后都别再搭了", "別再給我打電話了"]
+    preds = nlu.classify_sync(garbled, ClassifyContext(language="zh-CN"))  # type: ignore[attr-defined]
+    assert [p.intent for p in preds] == ["stop_calling"] * len(garbled)
+    assert all(p.source == "rules" for p in preds)
+
+
+@pytest.mark.slow
+def test_no_stop_calling_from_the_model_alone_on_other_labels(nlu: object) -> None:
+    """The whole classifier (rules + model) never says stop_calling on a held-out or through-ASR
+    example of another intent: that would end the call and put the number on the do-not-call list."""
+    examples = [*load_splits()[1], *load_asr_eval()]
+    others = [e for e in examples if e.intent != "stop_calling"]
+    fps = []
+    for e in others:
+        (p,) = nlu.classify_sync([e.text], ClassifyContext(language=e.lang))  # type: ignore[attr-defined]
+        if p.intent == "stop_calling":
+            fps.append((e.intent, e.text))
+    assert not fps
+
+
+@pytest.mark.slow
+def test_free_text_answers_to_open_questions_are_not_base_intents(nlu: object) -> None:
+    """Scores, praise and remarks given as answers to open questions are `other`, not a complaint or a
+    wrong number (none of these sentences is in the corpus)."""
+    texts = ["给老师打八分", "上课的老师特别细心", "前台那个姑娘服务很好", "孩子今年读五年级", "礼拜三下午"]
+    for e in load_corpus():
+        assert e.text not in texts
+    preds = nlu.classify_sync(texts, ClassifyContext(language="zh-CN", expects="open"))  # type: ignore[attr-defined]
+    assert [p.intent for p in preds] == ["other"] * len(texts), [(p.intent, p.confidence) for p in preds]
