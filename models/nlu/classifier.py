@@ -243,10 +243,6 @@ class TransformerClassifier:
 
     # --- decision ------------------------------------------------------------------------------------
 
-    def classify_one(self, text: str, context: ClassifyContext | None = None) -> Prediction:
-        """Blocking, one text (designer tools: chat, simulate, conversation tests)."""
-        return self.classify_sync([text], context)[0]
-
     def classify_sync(self, texts: Sequence[str], context: ClassifyContext | None = None) -> list[Prediction]:
         """Blocking batched classification (the worker runs this; use classify() from async code)."""
         ctx = context or ClassifyContext()
