@@ -550,7 +550,9 @@ def run_case(plan: Dialplan, case: _Case, tf: TestFile, classifier: Any) -> Case
     return CaseResult(case.name, not failures, failures, turns)
 
 
-def run_test_file(path: Path, classifier: Any = None, *, pin: bool = False) -> FileResult:
+def run_test_file(
+    path: Path, classifier: Any = None, *, pin: bool = False, check_pin: bool = True
+) -> FileResult:
     tf = load_test_file(path)
     plan = _plan_for(tf, path)
     clf = classifier or load_classifier(tf.classifier)
@@ -568,7 +570,7 @@ def run_test_file(path: Path, classifier: Any = None, *, pin: bool = False) -> F
         }
         pp.write_text(json.dumps(data, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
         res.notes.append(f"pinned {cid} branches to {pp}")
-    elif pp.is_file():
+    elif pp.is_file() and check_pin:
         pinned = json.loads(pp.read_text(encoding="utf-8"))
         res.pinned = str(pinned.get("classifier"))
         for r in results:

@@ -59,3 +59,17 @@ def test_a_new_classifier_version_with_the_same_branches_passes_with_a_note() ->
     result: Any = run_test_file(find_tests("trial-class-en")[0], classifier=Renamed())
     assert result.ok
     assert any("every branch is the same" in n for n in result.notes), result.notes
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", find_tests(None), ids=lambda p: p.stem)
+def test_shipped_plans_behave_with_the_classifier_calls_use(path: Path) -> None:
+    """Every conversation test also passes with the runtime classifier (e5-lora), not only with the
+    rules the expectations were written with (the pins are rules-v1's, so they are not compared)."""
+    from outcall.dialplan_tools import runtime_classifier
+
+    clf = runtime_classifier()
+    if getattr(clf, "name", "") == "rules-v1":
+        pytest.skip("NLU model not installed (make models)")
+    result = run_test_file(path, clf, check_pin=False)
+    assert result.ok, format_results([result])
