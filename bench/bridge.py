@@ -34,17 +34,13 @@ import socket
 import struct
 import sys
 import time
-from collections.abc import AsyncIterator
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from engine.audio import PCM
-from engine.call.playback import PlaybackHandle, Playout
-from engine.ports import LegInfo
-from gateway.bridge import MediaBridge
+from gateway.bridge import MediaBridge, RtpLeg
 from gateway.rtp import MediaTicker, RtpSession
 
 RESULTS = Path(__file__).resolve().parent / "results" / "bridge.json"
@@ -216,50 +212,6 @@ def phones(
 
 
 # ----------------------------------------------------------------------------------- the gateway (parent)
-
-
-class RtpLeg:
-    """Just enough of engine.ports.CallLeg over a bare RtpSession for the bridge."""
-
-    def __init__(self, rtp: RtpSession) -> None:
-        self.rtp = rtp
-        self._info = LegInfo(call_id=rtp.call_id, target="bench")
-
-    @property
-    def info(self) -> LegInfo:
-        return self._info
-
-    @property
-    def playout(self) -> Playout:
-        return self.rtp.playout
-
-    @property
-    def media(self) -> RtpSession:
-        return self.rtp
-
-    def frames(self) -> AsyncIterator[PCM]:
-        return self.rtp.frames()
-
-    def events(self) -> AsyncIterator[Any]:
-        raise NotImplementedError
-
-    def play(self, pcm: PCM, *, label: str | None = None) -> PlaybackHandle:
-        return self.rtp.playout.play(pcm, label=label)
-
-    def clear(self) -> None:
-        self.rtp.playout.clear()
-
-    async def send_dtmf(self, digits: str) -> None:
-        await self.rtp.send_dtmf(digits)
-
-    async def wait_answered(self) -> None:
-        return None
-
-    async def hangup(self, reason: str = "normal") -> None:
-        await self.rtp.close()
-
-    async def wait_ended(self) -> LegInfo:
-        return self._info
 
 
 def _raise_nofile(need: int) -> None:

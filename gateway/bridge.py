@@ -29,15 +29,16 @@ import asyncio
 import contextlib
 import logging
 import wave
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Literal, Protocol, cast
+from typing import Any, Literal, Protocol, cast
 
 import numpy as np
 
 from engine.audio import FRAME_SAMPLES, PCM, SAMPLE_RATE
-from engine.call.playback import Playout
-from engine.ports import CallLeg
+from engine.call.playback import PlaybackHandle, Playout
+from engine.ports import CallLeg, LegInfo
+from gateway.rtp.session import RtpSession
 
 log = logging.getLogger("gateway.bridge")
 
@@ -231,3 +232,48 @@ class MediaBridge:
             "dropped_a_to_b": float(self.dropped["a"]),
             "dropped_b_to_a": float(self.dropped["b"]),
         }
+
+
+class RtpLeg:
+    """A media-only leg: engine.ports.CallLeg over a bare RtpSession, for RTP whose signalling is done
+    elsewhere (benchmarks, tests, a media endpoint set up by another system)."""
+
+    def __init__(self, rtp: RtpSession, target: str = "rtp") -> None:
+        self.rtp = rtp
+        self._info = LegInfo(call_id=rtp.call_id, target=target)
+
+    @property
+    def info(self) -> LegInfo:
+        return self._info
+
+    @property
+    def playout(self) -> Playout:
+        return self.rtp.playout
+
+    @property
+    def media(self) -> RtpSession:
+        return self.rtp
+
+    def frames(self) -> AsyncIterator[PCM]:
+        return self.rtp.frames()
+
+    def events(self) -> AsyncIterator[Any]:
+        raise NotImplementedError("a media-only leg has no signalling events")
+
+    def play(self, pcm: PCM, *, label: str | None = None) -> PlaybackHandle:
+        return self.rtp.playout.play(pcm, label=label)
+
+    def clear(self) -> None:
+        self.rtp.playout.clear()
+
+    async def send_dtmf(self, digits: str) -> None:
+        await self.rtp.send_dtmf(digits)
+
+    async def wait_answered(self) -> None:
+        return None
+
+    async def hangup(self, reason: str = "normal") -> None:
+        await self.rtp.close()
+
+    async def wait_ended(self) -> LegInfo:
+        return self._info

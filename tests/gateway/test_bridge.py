@@ -5,64 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import wave
-from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 
 from engine.audio import FRAME_SAMPLES, PCM, SAMPLE_RATE
-from engine.call.playback import PlaybackHandle, Playout
-from engine.ports import LegInfo
-from gateway.bridge import BridgeRecorder, MediaBridge
+from gateway.bridge import BridgeRecorder, MediaBridge, RtpLeg
 from gateway.rtp import RtpSession
 
 A_HZ, B_HZ = 700.0, 1900.0
-
-
-class Leg:
-    """The CallLeg surface the bridge uses, over a bare RtpSession (SipCallLeg has the same `media`)."""
-
-    def __init__(self, rtp: RtpSession) -> None:
-        self.rtp = rtp
-        self._info = LegInfo(call_id=rtp.call_id, target="test")
-
-    @property
-    def info(self) -> LegInfo:
-        return self._info
-
-    @property
-    def playout(self) -> Playout:
-        return self.rtp.playout
-
-    @property
-    def media(self) -> RtpSession:
-        return self.rtp
-
-    def frames(self) -> AsyncIterator[PCM]:
-        return self.rtp.frames()
-
-    def events(self) -> AsyncIterator[Any]:
-        raise NotImplementedError
-
-    def play(self, pcm: PCM, *, label: str | None = None) -> PlaybackHandle:
-        return self.rtp.playout.play(pcm, label=label)
-
-    def clear(self) -> None:
-        self.rtp.playout.clear()
-
-    async def send_dtmf(self, digits: str) -> None:
-        return None
-
-    async def wait_answered(self) -> None:
-        return None
-
-    async def hangup(self, reason: str = "normal") -> None:
-        await self.rtp.close()
-
-    async def wait_ended(self) -> LegInfo:
-        return self._info
 
 
 def tone(hz: float, seconds: float) -> PCM:
@@ -102,7 +54,7 @@ async def test_bridge_carries_both_directions_across_codecs(in_tick: bool, tmp_p
     leg_a, phone_a = await _pair("PCMU", 0, "a")
     leg_b, phone_b = await _pair("PCMA", 8, "b")
     rec = BridgeRecorder(tmp_path / "bridge.wav")
-    bridge = MediaBridge(Leg(leg_a), Leg(leg_b), recorder=rec, allow_in_tick=in_tick)
+    bridge = MediaBridge(RtpLeg(leg_a), RtpLeg(leg_b), recorder=rec, allow_in_tick=in_tick)
     phone_a.playout.play(tone(A_HZ, 3.0))
     phone_b.playout.play(tone(B_HZ, 3.0))
     run = asyncio.create_task(bridge.run())
@@ -135,7 +87,7 @@ async def test_bridge_carries_both_directions_across_codecs(in_tick: bool, tmp_p
 async def test_stop_ends_the_bridge_and_a_stalled_side_never_builds_delay() -> None:
     leg_a, phone_a = await _pair("PCMU", 0, "a")
     leg_b, phone_b = await _pair("PCMU", 0, "b")
-    bridge = MediaBridge(Leg(leg_a), Leg(leg_b), max_backlog_frames=3)
+    bridge = MediaBridge(RtpLeg(leg_a), RtpLeg(leg_b), max_backlog_frames=3)
     try:
         run = asyncio.create_task(bridge.run())
         # a burst of stale frames from one side is cut to the backlog limit, not queued up as delay
@@ -154,8 +106,8 @@ async def test_supervisor_listening_in_hears_both_sides_and_is_not_heard() -> No
     leg_a, phone_a = await _pair("PCMU", 0, "a")
     leg_b, phone_b = await _pair("PCMA", 8, "b")
     leg_s, phone_s = await _pair("PCMU", 0, "s")
-    bridge = MediaBridge(Leg(leg_a), Leg(leg_b))
-    bridge.listen(Leg(leg_s))
+    bridge = MediaBridge(RtpLeg(leg_a), RtpLeg(leg_b))
+    bridge.listen(RtpLeg(leg_s))
     phone_a.playout.play(tone(A_HZ, 3.0))
     phone_b.playout.play(tone(B_HZ, 3.0))
     phone_s.playout.play(tone(1200.0, 3.0))  # the supervisor talks: nobody may hear it
