@@ -11,9 +11,11 @@ from datetime import date, datetime, time, timedelta
 from typing import Any
 
 from engine.campaign.calendar import zone
+from engine.errors import ConfigError
 from engine.reporting import DailyReport, daily_report
 from gateway.store.campaigns import CampaignStore
 from gateway.store.reports import CallFilter, Reports
+from outcall.settings import Settings
 
 DISPOSITION_ZH = {
     "answered": "接通",
@@ -103,6 +105,25 @@ def to_csv(r: DailyReport) -> str:
     return buf.getvalue()
 
 
+async def post_to_robot(settings: Settings, robot: str, markdown: str) -> None:
+    """Post the report to a WeCom group robot (OUTCALL_WECOM_ROBOT_KEYS names it), within the robot's
+    20 messages a minute."""
+    from gateway.wecom import WecomClient
+
+    key = settings.wecom_robot_keys.get(robot)
+    if key is None:
+        known = ", ".join(settings.wecom_robot_keys) or "none configured"
+        raise ConfigError(
+            f"no WeCom robot named {robot!r} (robots: {known})",
+            hint='set OUTCALL_WECOM_ROBOT_KEYS=\'{"ops": "<webhook key>"}\'',
+        )
+    client = WecomClient(settings.wecom_corp_id or "", "", base_url=settings.wecom_api_base)
+    try:
+        await client.robot_send(key.get_secret_value(), markdown)
+    finally:
+        await client.close()
+
+
 def add_parsers(sub: Any) -> None:
     rp = sub.add_parser("report", help="campaign reports")
     rps = rp.add_subparsers(dest="rcmd", required=True)
@@ -110,6 +131,7 @@ def add_parsers(sub: Any) -> None:
     d.add_argument("name")
     d.add_argument("--day", type=date.fromisoformat, default=None, help="YYYY-MM-DD (default: today)")
     d.add_argument("--format", choices=["md", "csv", "json"], default="md")
+    d.add_argument("--post", metavar="ROBOT", default=None, help="also post it to this WeCom group robot")
     d.set_defaults(fn=cmd_daily)
 
 
@@ -117,11 +139,16 @@ def cmd_daily(args: argparse.Namespace) -> int:
     from gateway.store import open_store
     from outcall.settings import load_settings
 
-    store = open_store(load_settings().db)
+    settings = load_settings()
+    store = open_store(settings.db)
     try:
         r = build(store, args.name, args.day)
     finally:
         store.close()
+    if args.post:
+        import asyncio
+
+        asyncio.run(post_to_robot(settings, args.post, to_markdown(r)))
     out = (
         to_markdown(r)
         if args.format == "md"

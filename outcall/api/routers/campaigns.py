@@ -178,3 +178,24 @@ async def campaign_events(name: str, c: CtxDep, who: Reader, interval_s: float =
             quiet += every
 
     return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+@router.post("/{name}/report/post", status_code=202)
+async def post_daily_report(
+    name: str,
+    c: CtxDep,
+    who: Manager,
+    robot: Annotated[str, Query(description="a robot named in OUTCALL_WECOM_ROBOT_KEYS")],
+    day: Annotated[date | None, Query()] = None,
+) -> dict[str, Any]:
+    """Post the daily report (markdown) to a WeCom group robot."""
+    await asyncio.to_thread(get_campaign, c, name)
+    r = await asyncio.to_thread(daily_report.build, c.store, name, day)
+    try:
+        await daily_report.post_to_robot(c.settings, robot, daily_report.to_markdown(r))
+    except ConfigError as e:
+        raise Problem(422, str(e), kind="unknown-robot", hint=e.hint) from e
+    except Exception as e:  # the robot service said no (rate limit, bad key): the caller may retry
+        raise Problem(502, f"WeCom robot refused the report: {e}", kind="robot-failed") from e
+    await asyncio.to_thread(c.auth.audit, who.actor, who.role.value, "report.post", name, {"robot": robot})
+    return {"campaign": name, "day": r.day.isoformat(), "robot": robot, "posted": True}
