@@ -39,6 +39,7 @@ class CallFilter:
     grade: str | None = None
     since: datetime | None = None
     until: datetime | None = None
+    dialplan: str | None = None
 
     def where(self) -> tuple[str, list[Any]]:
         clauses: list[str] = []
@@ -47,6 +48,7 @@ class CallFilter:
             ("campaign", self.campaign),
             ("disposition", self.disposition),
             ("grade", self.grade),
+            ("dialplan", self.dialplan),
         ):
             if val is not None:
                 clauses.append(f"{col}=?")

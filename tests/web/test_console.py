@@ -189,6 +189,28 @@ async def test_console_end_to_end(
                 assert "智能助理" in text, text  # the AI disclosure was spoken first
                 await page.screenshot(path=str(artifacts / "04-call.png"), full_page=True)
 
+                # an unmatched reply in the designers' inbox (as a call would have stored it)
+                from datetime import UTC, datetime
+
+                from engine.dispositions import Disposition
+                from engine.outcome import CallOutcome
+
+                now = datetime.now(UTC)
+                store.save_outcome_sync(
+                    CallOutcome(
+                        call_id="inbox-1",
+                        to="+8613800000009",
+                        dialplan="trial-class-zh",
+                        disposition=Disposition.ANSWERED,
+                        started_at=now,
+                        answered_at=now,
+                        ended_at=now,
+                        variables={
+                            "no_match": [{"node": "detail", "text": "校区离地铁站近吗", "intent": "other"}]
+                        },
+                    )
+                )
+
                 # dialplan editor as a designer: an error is marked at its line, then fixed and saved
                 await page.evaluate("sessionStorage.clear()")
                 await page.goto(base + "/#/login")
@@ -201,6 +223,8 @@ async def test_console_end_to_end(
                 except Exception as e:
                     await page.screenshot(path=str(artifacts / "failed-editor.png"), full_page=True)
                     raise AssertionError(f"{(await page.inner_text('main'))[:800]} {errors}") from e
+                await page.wait_for_selector("#funnel svg")  # the campaign's call reached the greeting
+                assert "greet" in await page.inner_text("#funnel")
                 yaml_text = await page.input_value("#yaml")
                 broken = yaml_text.replace("default: refused", "default: nowhere", 1)
                 assert broken != yaml_text
@@ -214,6 +238,11 @@ async def test_console_end_to_end(
                 assert await page.is_disabled("button:has-text('保存')")
                 await page.screenshot(path=str(artifacts / "05-dialplan-error.png"), full_page=True)
                 await page.fill("#yaml", yaml_text)
+                await page.wait_for_selector("#validity.ok")
+                # one click turns the unmatched reply into an example of a declared intent
+                await page.wait_for_selector("#inbox li:has-text('校区离地铁站近吗')")
+                await page.click("#inbox li button")
+                assert "校区离地铁站近吗]" in await page.input_value("#yaml")
                 await page.wait_for_selector("#validity.ok")
                 await page.click("button:has-text('保存')")
                 await page.wait_for_selector("#toast:has-text('已保存为新版本')")

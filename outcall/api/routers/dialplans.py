@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import tempfile
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,8 @@ import yaml
 from fastapi import APIRouter, Request
 
 from engine.errors import DialplanError
+from engine.reporting import FunnelStep, daily_report
+from gateway.store.reports import CallFilter
 from outcall.api.deps import Context, CtxDep, Designer, Page, Paging, Reader, page
 from outcall.api.problems import Problem
 from outcall.api.schemas import (
@@ -23,7 +26,14 @@ from outcall.api.schemas import (
     SimulationResult,
     SimulationRun,
 )
-from outcall.dialplan_tools import Simulator, classifier_id, run_test_file, runtime_classifier, tests_dir
+from outcall.dialplan_tools import (
+    Simulator,
+    classifier_id,
+    inbox_rows,
+    run_test_file,
+    runtime_classifier,
+    tests_dir,
+)
 
 router = APIRouter(prefix="/api/v1/dialplans", tags=["dialplans"])
 
@@ -255,3 +265,29 @@ def simulate_dialplan(name: str, body: SimulationRun, c: CtxDep, who: Reader) ->
         "grade_rule": rule,
         "classifier": classifier_id(sim.classifier),
     }
+
+
+def _recent(c: Context, name: str, days: int) -> Any:
+    since = datetime.now(UTC) - timedelta(days=days)
+    return c.reports.iter_outcomes(CallFilter(dialplan=name, since=since))
+
+
+@router.get("/{name}/inbox")
+def dialplan_inbox(
+    name: str, c: CtxDep, who: Reader, days: int = 30, limit: int = 200
+) -> list[dict[str, Any]]:
+    """Replies no branch understood in the last `days`, newest first (the designers' inbox; the console
+    turns one into an intent example with one click)."""
+    _resolve(c, name)
+    rows = inbox_rows(_recent(c, name, days), name)
+    rows.sort(key=lambda r: str(r["at"]), reverse=True)
+    out: list[dict[str, Any]] = who.view(rows[: max(1, min(limit, 2000))])
+    return out
+
+
+@router.get("/{name}/funnel", response_model=list[FunnelStep])
+def dialplan_funnel(name: str, c: CtxDep, who: Reader, days: int = 30) -> list[FunnelStep]:
+    """Per node: answered calls that reached it and calls that ended there (drop-off), last `days`."""
+    _resolve(c, name)
+    r = daily_report(_recent(c, name, days), campaign="", day=datetime.now(UTC).date(), timezone="UTC")
+    return r.funnel

@@ -25,7 +25,8 @@ const T = {
     saved: "已保存为新版本", add: "添加", remove: "删除", tokens: "令牌", audit: "审计日志", role: "角色",
     created: "已创建", report: "日报", export: "导出", screenPops: "弹屏", state: "状态",
     loading: "加载中…", none: "暂无", prev: "上一页", next: "下一页", mapping: "列对应",
-    say: "说点什么，或 /silence、/dtmf 1、/interrupt 文本",
+    say: "说点什么，或 /silence、/dtmf 1、/interrupt 文本", funnel: "节点漏斗（近 30 天）",
+    inbox: "未识别的回答", addExample: "加为示例",
   },
   en: {
     campaigns: "Campaigns", calls: "Calls", dialplans: "Dialplans", dnc: "Do not call", admin: "Admin",
@@ -47,6 +48,7 @@ const T = {
     role: "Role", created: "Created", report: "Daily report", export: "Export", screenPops: "Screen-pops",
     state: "State", loading: "Loading…", none: "Nothing yet", prev: "Previous", next: "Next",
     mapping: "Column mapping", say: "Say something, or /silence, /dtmf 1, /interrupt text",
+    funnel: "Node funnel (30 days)", inbox: "Unmatched replies", addExample: "Add as example",
   },
 };
 let lang = localStorage.getItem("outcall.lang") || "zh";
@@ -472,9 +474,33 @@ async function pageDialplan(name) {
   view.replaceChildren(h("div", { class: "row" }, h("h1", {}, `${name} v${plan.version || "?"}`), saveBtn, testBtn),
     h("div", { class: "editor" },
       h("div", {}, h("div", { class: "code" }, gutter, ta), status, problems, testOut),
-      h("div", {}, card(t("chat"), chatPanel(name)), card(t("graph"), graph))));
+      h("div", {}, card(t("chat"), chatPanel(name)), card(t("graph"), graph),
+        card(t("funnel"), h("div", { id: "funnel" }, t("loading"))), card(t("inbox"), h("div", { id: "inbox" }, t("loading"))))));
   paintGutter();
   await validate();
+  const [funnel, inbox] = await Promise.all([
+    api(`/api/v1/dialplans/${encodeURIComponent(name)}/funnel`), api(`/api/v1/dialplans/${encodeURIComponent(name)}/inbox`)]);
+  $("#funnel", view).replaceChildren(bars(Object.fromEntries(funnel.map((f) => [`${f.node} (-${f.ended_here})`, f.reached]))));
+  const addExample = (intent, text) => {
+    // append to `examples: [...]` of a declared intent, in the editor; saving makes the new version
+    const lines = ta.value.split("\n");
+    const start = lines.findIndex((l) => /^intents:\s*$/.test(l));
+    const at = start < 0 ? -1 : lines.findIndex((l, i) => i > start && new RegExp(`^  ${intent}:\\s*$`).test(l));
+    const ex = at < 0 ? -1 : lines.findIndex((l, i) => i > at && /^    examples:\s*\[.*\]\s*$/.test(l));
+    if (ex < 0) { toast(`${intent}: examples: [...] ?`); return; }
+    lines[ex] = lines[ex].replace(/\]\s*$/, `, ${text.replace(/[,\[\]]/g, " ")}]`);
+    ta.value = lines.join("\n");
+    ta.dispatchEvent(new Event("input"));
+    toast(`+ ${intent}: ${text}`);
+  };
+  const declared = [];
+  { const lines = ta.value.split("\n"); const st = lines.findIndex((l) => /^intents:\s*$/.test(l));
+    for (let i = st + 1; st >= 0 && i < lines.length && !/^\S/.test(lines[i]); i++) { const m = lines[i].match(/^  ([A-Za-z0-9_\-]+):/); if (m) declared.push(m[1]); } }
+  $("#inbox", view).replaceChildren(inbox.length ? h("ul", {}, inbox.slice(0, 50).map((r) => {
+    const sel = h("select", { "aria-label": "intent" }, declared.map((d) => h("option", { value: d }, d)));
+    return h("li", {}, `${r.text} `, h("span", { class: "muted" }, `(${r.node} · ${r.intent})`), " ",
+      declared.length ? [sel, " ", h("button", { type: "button", onclick: () => addExample(sel.value, r.text) }, t("addExample"))] : "");
+  })) : h("p", { class: "muted" }, t("none")));
 }
 
 function drawGraph(yamlText, el) {

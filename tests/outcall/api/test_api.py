@@ -504,3 +504,30 @@ def test_daily_report_json_csv_markdown(api: Api, tmp_path: Path) -> None:
     assert_problem(api.client.get("/api/v1/campaigns/nope/report", headers=api.h("viewer")), 404)
     up = api.client.patch("/api/v1/campaigns/spring", json={"budget": 20}, headers=api.h("manager"))
     assert up.status_code == 200 and up.json()["config"]["budget"] == 20
+
+
+def test_dialplan_inbox_and_funnel(api: Api) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from engine.outcome import Turn
+
+    now = datetime.now(UTC)
+    for i, (path, unmatched) in enumerate([(["greet", "detail"], "那个什么来着"), (["greet"], None)]):
+        o = outcome(100 + i).model_copy(
+            update={
+                "started_at": now - timedelta(minutes=5),
+                "answered_at": now - timedelta(minutes=5),
+                "ended_at": now,
+                "turns": [Turn(speaker="bot", text=n, node=n, start_s=k) for k, n in enumerate(path)],
+                "last_node": path[-1],
+                "variables": {"no_match": [{"node": "greet", "text": unmatched, "intent": "other"}]}
+                if unmatched
+                else {},
+            }
+        )
+        api.store.save_outcome_sync(o)
+    inbox = api.client.get("/api/v1/dialplans/trial-class-zh/inbox", headers=api.h("designer")).json()
+    assert [(r["node"], r["text"]) for r in inbox] == [("greet", "那个什么来着")]
+    funnel = api.client.get("/api/v1/dialplans/trial-class-zh/funnel", headers=api.h("viewer")).json()
+    assert [(f["node"], f["reached"], f["ended_here"]) for f in funnel] == [("greet", 2, 1), ("detail", 1, 1)]
+    assert api.client.get("/api/v1/dialplans/nope/funnel", headers=api.h("viewer")).status_code == 404
