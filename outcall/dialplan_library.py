@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import dialplans
@@ -70,11 +72,37 @@ class DialplanLibrary:
         return plan, problems
 
     def save(self, name: str, text: str) -> Path:
-        """Write atomically (a reader never sees half a file)."""
+        """Write atomically (a reader never sees half a file); the version it replaces is kept under
+        `.history/<name>/` (calls that started on it keep running it; outcomes name the version)."""
         self.custom_dir.mkdir(parents=True, exist_ok=True)
         target = self._custom(name)
+        if target.is_file():
+            hist = self.custom_dir / ".history" / name
+            hist.mkdir(parents=True, exist_ok=True)
+            if target.read_text(encoding="utf-8") == text:
+                return target  # unchanged: nothing to keep, nothing to write
+            stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+            shutil.copy2(target, hist / f"{stamp}-{time.time_ns() % 10**9:09d}.yaml")
         fd, tmp = tempfile.mkstemp(dir=self.custom_dir, suffix=".tmp")
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
         os.replace(tmp, target)
         return target
+
+
+_VERSION = re.compile(r"^(version:\s*)(['\"]?)([^'\"\n#]*?)\2(\s*(?:#.*)?)$", re.M)
+
+
+def bump_version(text: str, version: str) -> tuple[str, str]:
+    """The text with its `version:` moved past `version` ("2" -> "3", "1.4" -> "1.5", "v2-b" -> "v2-b.1")."""
+    parts = version.rsplit(".", 1)
+    if version.isdigit():
+        new = str(int(version) + 1)
+    elif len(parts) == 2 and parts[1].isdigit():
+        new = f"{parts[0]}.{int(parts[1]) + 1}"
+    else:
+        new = f"{version}.1"
+    out, n = _VERSION.subn(lambda m: f'{m.group(1)}"{new}"{m.group(4)}', text, count=1)
+    if n == 0:
+        out = f'version: "{new}"\n' + text
+    return out, new

@@ -26,6 +26,7 @@ from outcall.api.schemas import (
     SimulationResult,
     SimulationRun,
 )
+from outcall.dialplan_library import bump_version
 from outcall.dialplan_tools import (
     Simulator,
     classifier_id,
@@ -111,6 +112,7 @@ async def put_dialplan(name: str, request: Request, c: CtxDep, who: Designer) ->
             errors=errors,
             warnings=[str(p) for p in problems if not p.is_error],
         )
+    text = await asyncio.to_thread(_next_version, c, name, text)
     try:
         await asyncio.to_thread(c.library.save, name, text)
     except OSError as e:
@@ -124,6 +126,22 @@ async def put_dialplan(name: str, request: Request, c: CtxDep, who: Designer) ->
         c.auth.audit, who.actor, who.role.value, "dialplan.put", name, {"bytes": len(raw)}
     )
     return await asyncio.to_thread(read_dialplan, name, c, who)
+
+
+def _next_version(c: Context, name: str, text: str) -> str:
+    """Save = a new version: an edited plan that still carries the version in use gets the next one, so
+    outcomes (name + version) always tell which text a call ran."""
+    try:
+        path = c.library.resolve(name)
+        current = c.library.get(name)
+    except DialplanError:
+        return text  # a new plan
+    if path.read_text(encoding="utf-8") == text:
+        return text
+    plan, _ = c.library.check(name, text)
+    if plan is None or plan.version != current.version:
+        return text
+    return bump_version(text, current.version)[0]
 
 
 def _run_tests(c: Context, name: str, body: DialplanTestRun | None) -> dict[str, Any]:

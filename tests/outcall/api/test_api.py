@@ -531,3 +531,23 @@ def test_dialplan_inbox_and_funnel(api: Api) -> None:
     funnel = api.client.get("/api/v1/dialplans/trial-class-zh/funnel", headers=api.h("viewer")).json()
     assert [(f["node"], f["reached"], f["ended_here"]) for f in funnel] == [("greet", 2, 1), ("detail", 1, 1)]
     assert api.client.get("/api/v1/dialplans/nope/funnel", headers=api.h("viewer")).status_code == 404
+
+
+def test_saving_an_edited_dialplan_makes_a_new_version(api: Api) -> None:
+    h = {**api.h("designer"), "Content-Type": "application/yaml"}
+    text = api.client.get("/api/v1/dialplans/trial-class-en", headers=h).json()["yaml"]
+    edited = text.replace("Would you like to bring your child?", "Would you like to come along?", 1)
+    assert edited != text
+    r1 = api.client.put("/api/v1/dialplans/trial-class-en", content=edited.encode(), headers=h)
+    assert r1.status_code == 200, r1.text
+    assert r1.json()["version"] == "3"  # the shipped plan is "2": an edit is never saved under it
+    again = api.client.put("/api/v1/dialplans/trial-class-en", content=r1.json()["yaml"].encode(), headers=h)
+    assert again.json()["version"] == "3"  # unchanged text: same version
+    r2 = api.client.put(
+        "/api/v1/dialplans/trial-class-en",
+        content=again.json()["yaml"].replace("come along", "join us").encode(),
+        headers=h,
+    )
+    assert r2.json()["version"] == "4"
+    (kept,) = (api.dialplans_dir / ".history" / "trial-class-en").glob("*.yaml")  # the version replaced
+    assert 'version: "3"' in kept.read_text(encoding="utf-8")
