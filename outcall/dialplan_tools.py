@@ -652,11 +652,22 @@ def _edges(plan: Dialplan) -> list[tuple[str, str, str]]:
     return out
 
 
+def graph_data(plan: Dialplan) -> dict[str, Any]:
+    """The tree for a client to draw: start, nodes (name, type, label), edges (from, to, label)."""
+    return {
+        "start": plan.start,
+        "nodes": [
+            {"name": n, "type": node.type, "label": _node_label(n, plan)} for n, node in plan.nodes.items()
+        ],
+        "edges": [{"from": a, "to": b, "label": lab} for a, b, lab in _edges(plan) if b in plan.nodes],
+    }
+
+
 def _node_label(name: str, plan: Dialplan) -> str:
     node = plan.nodes[name]
     extra = ""
     if isinstance(node, HangupNode):
-        extra = " ⏹ " + ",".join(node.tags()) if node.tags() else " ⏹"
+        extra = " ■ " + ",".join(node.tags()) if node.tags() else " ■"
     elif isinstance(node, TransferNode):
         extra = f" → {node.queue}"
     return f"{name}{extra}"

@@ -225,6 +225,7 @@ class DialplanProblem(BaseModel):
 class DialplanValidation(BaseModel):
     ok: bool
     problems: list[DialplanProblem]
+    graph: dict[str, Any] | None = Field(None, description="start, nodes, edges (when the plan is valid)")
 
 
 class SimulationRun(BaseModel):

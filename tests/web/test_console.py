@@ -223,6 +223,8 @@ async def test_console_end_to_end(
                 except Exception as e:
                     await page.screenshot(path=str(artifacts / "failed-editor.png"), full_page=True)
                     raise AssertionError(f"{(await page.inner_text('main'))[:800]} {errors}") from e
+                await page.wait_for_selector("#graph svg rect")  # the tree drawn from the validated plan
+                assert await page.locator("#graph svg rect").count() >= 5
                 await page.wait_for_selector("#funnel svg")  # the campaign's call reached the greeting
                 assert "greet" in await page.inner_text("#funnel")
                 yaml_text = await page.input_value("#yaml")

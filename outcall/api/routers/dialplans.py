@@ -30,6 +30,7 @@ from outcall.dialplan_library import bump_version
 from outcall.dialplan_tools import (
     Simulator,
     classifier_id,
+    graph_data,
     inbox_rows,
     run_test_file,
     runtime_classifier,
@@ -220,11 +221,13 @@ async def validate_dialplan(name: str, request: Request, c: CtxDep, who: Reader)
     (the editor marks them as you type)."""
     text = await _yaml_body(request)
     try:
-        _plan, problems = await asyncio.to_thread(c.library.check, name, text)
+        plan, problems = await asyncio.to_thread(c.library.check, name, text)
     except DialplanError as e:
         return {"ok": False, "problems": [{"line": 1, "col": 1, "message": str(e), "severity": "error"}]}
+    ok = not any(p.is_error for p in problems)
     return {
-        "ok": not any(p.is_error for p in problems),
+        "ok": ok,
+        "graph": graph_data(plan) if ok and plan is not None else None,
         "problems": [
             {
                 "line": p.line,

@@ -450,7 +450,7 @@ async function pageDialplan(name) {
     status.className = res.ok ? "ok" : "error";
     saveBtn.disabled = !res.ok || !can("dialplans");
     paintGutter();
-    if (res.ok) drawGraph(ta.value, graph);
+    if (res.ok) drawGraph(res.graph, graph);
   };
   const gotoLine = (line) => {
     const lines = ta.value.split("\n");
@@ -503,20 +503,41 @@ async function pageDialplan(name) {
   })) : h("p", { class: "muted" }, t("none")));
 }
 
-function drawGraph(yamlText, el) {
-  // a light outline of the tree from the YAML text itself: node names and the nodes they go to
-  const nodes = [];
-  let cur = null;
-  let inNodes = false;
-  for (const line of yamlText.split("\n")) {
-    if (/^nodes:\s*$/.test(line)) { inNodes = true; continue; }
-    if (/^\S/.test(line)) { inNodes = false; cur = null; continue; }
-    if (!inNodes) continue;
-    const m = line.match(/^ {2}([A-Za-z0-9_\-]+):/);
-    if (m) { cur = { name: m[1], to: new Set() }; nodes.push(cur); continue; }
-    if (cur) for (const g of line.matchAll(/(?:goto|default|fallback):\s*([A-Za-z0-9_\-]+)/g)) cur.to.add(g[1]);
+function drawGraph(g, el) {
+  // layered drawing: nodes in columns by their distance from the start node, edges as curves
+  if (!g) return;
+  const level = { [g.start]: 0 };
+  const queue = [g.start];
+  while (queue.length) {
+    const n = queue.shift();
+    for (const e of g.edges) if (e.from === n && !(e.to in level)) { level[e.to] = level[n] + 1; queue.push(e.to); }
   }
-  el.replaceChildren(h("ul", {}, nodes.map((n) => h("li", {}, h("b", {}, n.name), n.to.size ? ` → ${[...n.to].join(", ")}` : ""))));
+  const maxL = Math.max(0, ...Object.values(level));
+  for (const n of g.nodes) if (!(n.name in level)) level[n.name] = maxL + 1;
+  const cols = {};
+  for (const n of g.nodes) (cols[level[n.name]] ||= []).push(n);
+  const W = 150, H = 34, GX = 40, GY = 14;
+  const pos = {};
+  for (const [l, ns] of Object.entries(cols)) ns.forEach((n, i) => { pos[n.name] = { x: 6 + Number(l) * (W + GX), y: 6 + i * (H + GY) }; });
+  const width = 12 + (Math.max(...Object.keys(cols).map(Number)) + 1) * (W + GX);
+  const height = 12 + Math.max(...Object.values(cols).map((c) => c.length)) * (H + GY);
+  const fill = { ask: "#e8f0fe", say: "#f6f8fa", hangup: "#ffebe9", transfer: "#fff8c5" };
+  let svg = `<svg viewBox="0 0 ${width} ${height}" width="100%" role="img" aria-label="dialplan graph">`;
+  for (const e of g.edges) {
+    const a = pos[e.from], b = pos[e.to];
+    if (!a || !b) continue;
+    const x1 = a.x + W, y1 = a.y + H / 2, x2 = b.x, y2 = b.y + H / 2;
+    const back = x2 <= x1;
+    const path = back ? `M${a.x + W / 2},${a.y + H} C${a.x + W / 2},${a.y + H + 30} ${b.x + W / 2},${b.y + H + 30} ${b.x + W / 2},${b.y + H}`
+      : `M${x1},${y1} C${x1 + GX / 2},${y1} ${x2 - GX / 2},${y2} ${x2},${y2}`;
+    svg += `<path d="${path}" fill="none" stroke="#8c959f" stroke-width="1"><title>${escapeXml(e.from)} → ${escapeXml(e.to)}: ${escapeXml(e.label)}</title></path>`;
+  }
+  for (const n of g.nodes) {
+    const p = pos[n.name];
+    svg += `<g><rect x="${p.x}" y="${p.y}" width="${W}" height="${H}" rx="6" fill="${fill[n.type] || "#fff"}" stroke="#57606a"></rect>` +
+      `<text x="${p.x + 6}" y="${p.y + 21}">${escapeXml(n.label.length > 22 ? n.label.slice(0, 21) + "…" : n.label)}</text><title>${escapeXml(n.label)}</title></g>`;
+  }
+  el.innerHTML = svg + "</svg>";
 }
 
 function chatPanel(name) {
