@@ -26,7 +26,8 @@ const T = {
     created: "已创建", report: "日报", export: "导出", screenPops: "弹屏", state: "状态",
     loading: "加载中…", none: "暂无", prev: "上一页", next: "下一页", mapping: "列对应",
     say: "说点什么，或 /silence、/dtmf 1、/interrupt 文本", funnel: "节点漏斗（近 30 天）",
-    inbox: "未识别的回答", addExample: "加为示例",
+    inbox: "未识别的回答", addExample: "加为示例", pacing: "拨号策略", maxAttempts: "最多呼叫次数",
+    maxDays: "重呼天数", record: "录音",
   },
   en: {
     campaigns: "Campaigns", calls: "Calls", dialplans: "Dialplans", dnc: "Do not call", admin: "Admin",
@@ -48,7 +49,8 @@ const T = {
     role: "Role", created: "Created", report: "Daily report", export: "Export", screenPops: "Screen-pops",
     state: "State", loading: "Loading…", none: "Nothing yet", prev: "Previous", next: "Next",
     mapping: "Column mapping", say: "Say something, or /silence, /dtmf 1, /interrupt text",
-    funnel: "Node funnel (30 days)", inbox: "Unmatched replies", addExample: "Add as example",
+    funnel: "Node funnel (30 days)", inbox: "Unmatched replies", addExample: "Add as example", pacing: "Pacing",
+    maxAttempts: "Max attempts", maxDays: "Retry days", record: "Record",
   },
 };
 let lang = localStorage.getItem("outcall.lang") || "zh";
@@ -240,6 +242,11 @@ function createForm(plans) {
   const cps = h("input", { id: "c-cps", type: "number", min: "0.1", step: "0.1", value: "2" });
   const cap = h("input", { id: "c-cap", type: "number", min: "1", value: "10" });
   const budget = h("input", { id: "c-budget", type: "number", min: "0", step: "0.01" });
+  const pacing = h("select", { id: "c-pacing" }, h("option", { value: "predictive" }, "predictive"), h("option", { value: "strict" }, "strict"));
+  const maxAttempts = h("input", { id: "c-attempts", type: "number", min: "1", value: "5" });
+  const maxDays = h("input", { id: "c-days", type: "number", min: "0.5", step: "0.5", value: "3" });
+  const variants = h("input", { id: "c-variants", placeholder: "b=0.5" });
+  const record = h("input", { id: "c-record", type: "checkbox" });
   const from = h("input", { id: "c-from", type: "time", value: "09:00" });
   const to = h("input", { id: "c-to", type: "time", value: "20:00" });
   const form = h("form", { class: "card", onsubmit: async (ev) => {
@@ -247,7 +254,9 @@ function createForm(plans) {
     const window = [[from.value, to.value]];
     const body = {
       name: name.value.trim(), dialplan: plan.value, trunk: trunk.value.trim() || null,
-      calls_per_second: Number(cps.value), ai_capacity: Number(cap.value),
+      calls_per_second: Number(cps.value), ai_capacity: Number(cap.value), pacing: pacing.value,
+      retry: { max_attempts: Number(maxAttempts.value), max_days: Number(maxDays.value) }, record: record.checked,
+      variants: Object.fromEntries(variants.value.split(",").map((v) => v.trim()).filter(Boolean).map((v) => { const [k, r] = v.split("="); return [k.trim(), Number(r || 0.5)]; })),
       hours: { weekdays: Object.fromEntries([0, 1, 2, 3, 4, 5, 6].map((d) => [d, window])) },
     };
     if (budget.value) body.budget = Number(budget.value);
@@ -259,7 +268,9 @@ function createForm(plans) {
   } },
   h("h2", {}, t("create")),
   h("div", { class: "row" }, f("c-name", t("name"), name), f("c-plan", t("dialplan"), plan), f("c-trunk", t("trunk"), trunk),
-    f("c-cps", t("cps"), cps), f("c-cap", t("capacity"), cap), f("c-budget", t("budget"), budget),
+    f("c-cps", t("cps"), cps), f("c-cap", t("capacity"), cap), f("c-pacing", t("pacing"), pacing),
+    f("c-attempts", t("maxAttempts"), maxAttempts), f("c-days", t("maxDays"), maxDays),
+    f("c-variants", t("variants"), variants), f("c-record", t("record"), record), f("c-budget", t("budget"), budget),
     f("c-from", `${t("hours")} ${t("from")}`, from), f("c-to", t("to"), to),
     h("div", {}, h("button", { class: "primary", type: "submit" }, t("create")))));
   return form;
