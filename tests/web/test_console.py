@@ -177,6 +177,7 @@ async def test_console_end_to_end(
                 await page.click("button:has-text('开始')")
                 await page.wait_for_selector("#status:has-text('running')")
                 await page.wait_for_function(KPI_DIALED, timeout=180_000)
+                await page.wait_for_selector("#caller-health td:has-text('02162120001')")  # the pool's health
                 await page.screenshot(path=str(artifacts / "03-dashboard.png"), full_page=True)
                 assert dialed, "the callee was never dialed"
 

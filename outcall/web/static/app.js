@@ -284,7 +284,15 @@ async function pageCampaign(name) {
   const header = h("div", { class: "row" }, h("h1", {}, name), h("span", { class: `badge ${c.status}`, id: "status" }, c.status),
     can("campaigns") ? actionButtons(c, () => route()) : "",
     h("a", { class: "btn", href: `/api/v1/campaigns/${encodeURIComponent(name)}/report?format=md`, onclick: (ev) => { ev.preventDefault(); showReport(name); } }, t("report")));
-  view.replaceChildren(header, kpis, charts, can("campaigns") ? uploadCard(name) : "", h("div", { id: "report" }));
+  const health = h("div", { id: "caller-health" });
+  view.replaceChildren(header, kpis, charts, card(t("callerIds"), health), can("campaigns") ? uploadCard(name) : "", h("div", { id: "report" }));
+  api(`/api/v1/caller-ids${c.config.trunk ? `?trunk=${encodeURIComponent(c.config.trunk)}` : ""}`).then((pools) => {
+    const rows = Object.values(pools).flat();
+    health.replaceChildren(rows.length ? h("table", {}, h("tbody", {}, rows.map((r) => h("tr", {},
+      h("td", {}, r.number), h("td", {}, h("span", { class: `badge ${r.state === "healthy" ? "running" : "paused"}` }, r.state)),
+      h("td", {}, `${t("connectRate")} ${fmtPct(r.answer_rate)}`), h("td", { class: "opt" }, `short ${fmtPct(r.short_ratio)} · blocked ${r.blocked}`),
+      h("td", { class: "opt" }, r.reason || ""))))) : h("p", { class: "muted" }, t("none")));
+  }).catch((e) => health.replaceChildren(h("p", { class: "error" }, e.message)));
   const render = (s) => {
     const calls = s.calls || {};
     const inProgress = (s.contacts && s.contacts.claimed) || 0;
