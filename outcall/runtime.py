@@ -120,7 +120,7 @@ def build_speech(settings: Settings) -> Speech:
                 "OUTCALL_ASR=vosk needs OUTCALL_VOSK_MODEL",
                 hint="download e.g. vosk-model-small-cn-0.22 and set OUTCALL_VOSK_MODEL to its directory",
             )
-        recognizer = VoskRecognizer(settings.vosk_model)
+        recognizer = VoskRecognizer(settings.vosk_model, max_idle=settings.vosk_pool)
     else:
         from models.asr.whisper import WhisperRecognizer
 
@@ -189,11 +189,17 @@ def wav_loader(plan_dir: Path) -> Callable[[str], Awaitable[PCM]]:
 
 
 async def prerender(speech: Speech, plan: Dialplan) -> int:
-    """Render (or load from cache) every static prompt of a plan, so the greeting is never delayed."""
+    """Render (or load from cache) every static prompt of a plan, so the greeting is never delayed. A
+    streaming recogniser with a pool (vosk) is warmed on those prompts: speech in the plan's language,
+    so the first calls do not pay the recognisers' lazy graph expansion."""
     n = 0
+    rendered: list[PCM] = []
     for text in static_prompts(plan):
-        await speech.synthesizer.render(text, voice=plan.voice)
+        rendered.append(await speech.synthesizer.render(text, voice=plan.voice))
         n += 1
+    prewarm = getattr(speech.recognizer, "prewarm", None)
+    if prewarm is not None and rendered and not getattr(speech.recognizer, "idle", 0):
+        await prewarm(rendered)
     return n
 
 

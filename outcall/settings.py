@@ -52,6 +52,12 @@ class Settings(BaseSettings):
     rtp_ports: tuple[int, int] = (20000, 30000)
     asr: Literal["whisper", "vosk"] = "whisper"
     vosk_model: str | None = Field(None, description="directory of an operator-supplied vosk model")
+    vosk_pool: int = Field(
+        8,
+        ge=0,
+        description="warm vosk recognisers kept between utterances (each ~100-150 MB; a cold one decodes "
+        "3-5x slower until its graph cache fills)",
+    )
     models_dir: str = Field("var/models", description="where `make models` put the speech models")
     tts: Literal["kokoro", "espeak"] = "kokoro"
     mqtt_url: str | None = Field(None, description="mqtt://host:port for outcome publishing")

