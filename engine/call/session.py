@@ -35,6 +35,7 @@ from engine.call.turns import (
     SpeechStarted,
     Utterance,
     is_backchannel,
+    is_complete_reply,
 )
 from engine.clock import Clock, RealClock
 from engine.dialog.runner import Action, Hangup, Listen, Runner, Say, Transfer
@@ -99,6 +100,9 @@ class SessionConfig:
     speculative_asr: bool = True
     #: feed streaming engines (vosk) while the callee speaks, so only the final flush is left at the end
     streaming_asr: bool = True
+    #: streaming engines: end the turn at the first short pause (speculate_ms) when the partial text is
+    #: already a complete closed answer (好的, 不用了, yes), instead of waiting out end_silence_ms
+    early_end: bool = True
 
 
 @dataclass
@@ -113,10 +117,17 @@ class _LiveStream:
 
     def __init__(self, stream: RecognizerStream, frames: list[PCM]) -> None:
         self.stream = stream
+        self.partial = ""  # the recogniser's text for everything decoded so far
+        self._feeding = False
         self._q: asyncio.Queue[PCM | None] = asyncio.Queue()
         for f in frames:
             self._q.put_nowait(f)
         self._pump_task = asyncio.ensure_future(self._pump())
+
+    @property
+    def caught_up(self) -> bool:
+        """Every frame pushed so far has been decoded (so `partial` covers all of it)."""
+        return self._q.empty() and not self._feeding
 
     async def _pump(self) -> None:
         done = False
@@ -128,7 +139,11 @@ class _LiveStream:
                 done = True
             audio = [f for f in batch if f is not None]
             if audio:
-                await self.stream.feed(np.concatenate(audio))
+                self._feeding = True
+                try:
+                    self.partial = await self.stream.feed(np.concatenate(audio))
+                finally:
+                    self._feeding = False
 
     def push(self, frame: PCM) -> None:
         self._q.put_nowait(frame)
@@ -208,6 +223,7 @@ class CallSession:
         self._spec_ready: dict[tuple[float, int], asyncio.Future[Transcript]] = {}
         #: utterances transcribed by streaming (vosk) while spoken
         self.streamed = 0
+        self.early_ends = 0  # streamed turns ended at a short pause on a complete partial
         #: speculative transcriptions used / discarded (speech resumed)
         self.spec_used = 0
         self.spec_discarded = 0
@@ -354,6 +370,17 @@ class CallSession:
                 frame = guard.process(frame)
             was_in_speech = ep.in_speech
             ev = ep.feed(frame)
+            if (
+                isinstance(ev, SpeechPaused)
+                and live is not None
+                and self.config.early_end
+                and live.caught_up
+                and is_complete_reply(live.partial)
+            ):
+                ended = ep.end_now()  # 好的 + a short pause: no need to wait out the end silence
+                if ended is not None:
+                    ev = ended
+                    self.early_ends += 1
             if streaming:
                 if isinstance(ev, SpeechStarted):
                     rec: Any = self.recognizer

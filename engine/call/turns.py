@@ -161,15 +161,27 @@ class Endpointer:
             keep = len(self._cur) - max(0, self._silence_run - 5)
             return SpeechPaused(np.concatenate(self._cur[:keep]).astype(np.int16), self._start_s)
         if self._silence_run * FRAME_MS >= cfg.end_silence_ms or too_long:
-            keep = len(self._cur) - (0 if too_long else max(0, self._silence_run - 5))
-            pcm = np.concatenate(self._cur[:keep]) if keep > 0 else np.zeros(0, np.int16)
-            voiced_ms = self._voiced * FRAME_MS
-            start = self._start_s
-            self.reset()
-            if voiced_ms < cfg.min_speech_ms:
-                return SpeechAborted(start)
-            return Utterance(pcm.astype(np.int16), start, start + len(pcm) / 8000.0)
+            return self._finish(too_long)
         return None
+
+    def end_now(self) -> Utterance | None:
+        """End the utterance in progress at once (a streaming partial already forms a complete answer):
+        the same Utterance the end-of-turn silence would have given, without waiting for the rest of it.
+        None outside speech or before `min_speech_ms` of voiced audio."""
+        if not self._in_speech or self._voiced * FRAME_MS < self.cfg.min_speech_ms:
+            return None
+        ev = self._finish(False)
+        return ev if isinstance(ev, Utterance) else None
+
+    def _finish(self, too_long: bool) -> Utterance | SpeechAborted:
+        keep = len(self._cur) - (0 if too_long else max(0, self._silence_run - 5))
+        pcm = np.concatenate(self._cur[:keep]) if keep > 0 else np.zeros(0, np.int16)
+        voiced_ms = self._voiced * FRAME_MS
+        start = self._start_s
+        self.reset()
+        if voiced_ms < self.cfg.min_speech_ms:
+            return SpeechAborted(start)
+        return Utterance(pcm.astype(np.int16), start, start + len(pcm) / 8000.0)
 
 
 _BACKCHANNEL = {
@@ -191,3 +203,43 @@ def is_backchannel(text: str) -> bool:
         return all(w in _BACKCHANNEL for w in words)
     # 嗯嗯嗯 / 对对对对: repeated single backchannel characters
     return len(t) <= 4 and all(c in "嗯恩对是好哦噢啊" for c in t)
+
+
+#: short closed answers: once a streaming partial is one of these and the callee pauses, the turn is over
+_CLOSED = {
+    "好", "好的", "好吧", "好啊", "好呀", "可以", "可以的", "可以啊", "行", "行吧", "行啊", "没问题",
+    "是", "是的", "对", "对的", "没错", "要", "要的", "需要", "知道了", "收到", "不用", "不用了",
+    "不需要", "不需要了", "不要", "不要了", "没兴趣", "不感兴趣", "没有", "没", "不是", "不对", "不行",
+    "不可以", "算了", "不了", "谢谢不用了",
+    "yes", "yeah", "yep", "sure", "ok", "okay", "fine", "right", "correct", "of course", "no", "nope",
+    "no thanks", "no thank you", "not interested", "not really",
+}  # fmt: skip
+_LEAD = re.compile(r"^(?:[嗯恩啊哦噢呃喂哎唉]|um|uh|well|oh)+\s*")
+_TRAIL = re.compile(r"(?:[啊呀吧哈嘛呢啦的了])+$")
+
+
+def is_complete_reply(text: str) -> bool:
+    """True when `text` is a whole short closed answer (好的, 不用了, 可以可以, yes, no thanks): a
+    streaming recogniser's partial like this, followed by a pause, needs no more end-of-turn silence.
+    Anything longer or open (好的但是, 多少钱) waits for the normal endpoint."""
+    t = _PUNCT.sub(" ", text.lower()).strip()
+    if not t:
+        return False
+    if re.search(r"[\u4e00-\u9fff]", t):
+        t = t.replace(" ", "")
+        t = _LEAD.sub("", t)
+        if not t:
+            return False
+        if t in _CLOSED:
+            return True
+        core = _TRAIL.sub("", t)
+        if core in _CLOSED:
+            return True
+        # 可以可以 / 不用不用不用: one closed answer said again
+        return any(
+            len(t) % len(w) == 0 and t == w * (len(t) // len(w)) and len(t) // len(w) <= 3
+            for w in _CLOSED
+            if len(w) <= len(t)
+        )
+    t = _LEAD.sub("", t).strip()
+    return t in _CLOSED

@@ -294,3 +294,76 @@ async def test_streaming_engine_is_fed_while_the_callee_speaks() -> None:
     assert [t.text for t in o.turns if t.speaker == "callee"] == ["多少钱啊", "好的可以"]
     assert rec.transcribes == 0 and session.streamed == 2 and rec.closed == 2
     assert rec.fed >= 8000 * (0.8 + 1.0)  # both replies (0.6 s + 0.8 s of speech) plus their pre-roll/silence
+
+
+class _PartialEcho:
+    """A streaming recogniser fake whose partial is the reply being spoken (once 0.2 s of it is fed)."""
+
+    name = "fake-partials"
+
+    def __init__(self, leg: ScriptedLeg) -> None:
+        self.leg = leg
+
+    def stream(self, *, sample_rate: int = 8000) -> Any:
+        leg = self.leg
+
+        class _S:
+            n = 0
+
+            def text(self) -> str:
+                return leg.reply_lengths[max(leg.reply_lengths)] if self.n >= 1600 else ""
+
+            async def feed(self, pcm: Any) -> str:
+                self.n += len(pcm)
+                return self.text()
+
+            async def final(self) -> Any:
+                from engine.ports import Transcript
+
+                return Transcript(text=self.text(), engine="fake-partials")
+
+            async def close(self) -> None:
+                return None
+
+        return _S()
+
+    async def transcribe(self, pcm: Any, *, sample_rate: int = 8000) -> Any:
+        raise AssertionError("a streaming engine is not asked to transcribe whole utterances")
+
+
+async def _run_partials(replies: list[str], *, early_end: bool) -> tuple[CallOutcome, CallSession]:
+    from engine.call.session import SessionConfig
+
+    clock = VirtualClock()
+    leg = ScriptedLeg(clock, replies)
+    session = CallSession(
+        leg,
+        dialplans.get("trial-class-zh"),
+        recognizer=_PartialEcho(leg),
+        classifier=KeywordClassifier(),
+        synthesizer=ToneSynth(),
+        clock=clock,
+        config=SessionConfig(early_end=early_end),
+    )
+    task = asyncio.create_task(session.run())
+    for _ in range(4000):
+        if task.done():
+            break
+        await clock.advance(0.02)
+    return task.result(), session
+
+
+async def test_a_complete_streaming_partial_ends_the_turn_at_the_first_pause() -> None:
+    replies = ["多少钱啊", "好的"]
+    fast, s_fast = await _run_partials(replies, early_end=True)
+    slow, s_slow = await _run_partials(replies, early_end=False)
+    # the same conversation either way
+    assert [t.text for t in fast.turns if t.speaker == "callee"] == replies
+    assert [t.text for t in slow.turns if t.speaker == "callee"] == replies
+    assert [t.node for t in fast.turns] == [t.node for t in slow.turns]
+    # "多少钱啊" is an open question: it waits for the end silence; "好的" ends at the 250 ms pause
+    assert (s_fast.early_ends, s_slow.early_ends) == (1, 0)
+    fb = [t.start_s for t in fast.turns if t.speaker == "bot"]
+    sb = [t.start_s for t in slow.turns if t.speaker == "bot"]
+    assert fb[:3] == sb[:3]  # disclosure, greeting, the price answer
+    assert 0.25 <= sb[3] - fb[3] <= 0.45  # 600 ms end silence - 250 ms pause, within a frame or two

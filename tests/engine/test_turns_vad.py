@@ -84,3 +84,43 @@ def test_no_pause_when_speculation_is_off() -> None:
     ep = Endpointer(EndpointConfig(speculate_ms=None))
     evs = _events(ep, _quiet(10) + _loud(25) + _quiet(40))
     assert [type(e) for e in evs] == [SpeechStarted, Utterance]
+
+
+def test_end_now_gives_the_utterance_the_end_silence_would_have_given() -> None:
+    frames = _quiet(10) + _loud(30) + _quiet(40)
+
+    def run(end_early: bool) -> tuple[Utterance, int]:
+        ep = Endpointer(EndpointConfig())
+        for i, f in enumerate(frames):
+            ev = ep.feed(f)
+            if end_early and isinstance(ev, SpeechPaused):
+                ended = ep.end_now()
+                assert ended is not None and not ep.in_speech
+                return ended, i
+            if isinstance(ev, Utterance):
+                return ev, i
+        raise AssertionError("no utterance")
+
+    early, at_early = run(True)
+    normal, at_normal = run(False)
+    assert np.array_equal(early.pcm, normal.pcm) and early.start_s == normal.start_s
+    assert (at_normal - at_early) * 20 == 600 - 260  # end silence minus the speculation pause
+
+
+def test_end_now_outside_speech_or_before_min_speech_is_none() -> None:
+    ep = Endpointer(EndpointConfig())
+    assert ep.end_now() is None
+    for f in _quiet(5) + _loud(6):  # 120 ms: started (100 ms) but < min_speech_ms 200
+        ep.feed(f)
+    assert ep.in_speech and ep.end_now() is None and ep.in_speech
+
+
+def test_complete_replies_are_short_closed_answers_only() -> None:
+    from engine.call.turns import is_complete_reply
+
+    yes = ["好的", "嗯，好的", "好的好的", "不 用 了", "不需要。", "可以啊", "对对对"]
+    for t in [*yes, "yes", "No thanks.", "uh, sure"]:
+        assert is_complete_reply(t), t
+    no = ["", "嗯", "好的但是", "多少钱", "不是不需要", "我考虑一下", "不用了但是我想问"]
+    for t in [*no, "yes but", "okay so"]:
+        assert not is_complete_reply(t), t
