@@ -119,6 +119,7 @@ class _LiveStream:
         self.stream = stream
         self.partial = ""  # the recogniser's text for everything decoded so far
         self._feeding = False
+        self._held: list[PCM] = []
         self._q: asyncio.Queue[PCM | None] = asyncio.Queue()
         for f in frames:
             self._q.put_nowait(f)
@@ -145,10 +146,21 @@ class _LiveStream:
                 finally:
                     self._feeding = False
 
-    def push(self, frame: PCM) -> None:
+    def push(self, frame: PCM, *, speech: bool = True) -> None:
+        """A frame of the utterance. Non-speech frames are held back and decoded only if speech follows:
+        the end-of-turn silence (0.6 s of every turn) costs the decoder nothing."""
+        if not speech:
+            self._held.append(frame)
+            return
+        for f in self._held:
+            self._q.put_nowait(f)
+        self._held.clear()
         self._q.put_nowait(frame)
 
-    async def finish(self) -> Transcript:
+    async def finish(self, *, tail_frames: int = 5) -> Transcript:
+        for f in self._held[:tail_frames]:  # the same short tail the endpointer keeps in the utterance
+            self._q.put_nowait(f)
+        self._held.clear()
         self._q.put_nowait(None)
         try:
             await self._pump_task
@@ -386,7 +398,7 @@ class CallSession:
                     rec: Any = self.recognizer
                     live = _LiveStream(rec.stream(sample_rate=8000), ep.utterance_frames)
                 elif live is not None and was_in_speech:
-                    live.push(frame)
+                    live.push(frame, speech=ep.last_was_speech)
                     if isinstance(ev, Utterance):
                         self._spec_ready[(ev.start_s, len(ev.pcm))] = asyncio.ensure_future(live.finish())
                         self.streamed += 1
