@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from engine.audio import PCM
-from engine.call.amd import AmdDecision, decide
+from engine.call.amd import AcousticAmd, AmdDecision, decide
 from engine.call.echo import EchoConfig, EchoGuard
 from engine.call.playback import PlaybackHandle
 from engine.call.transfer import Transferer, TransferResult
@@ -90,6 +90,8 @@ class SessionConfig:
     echo: EchoConfig | None = field(default_factory=EchoConfig)
     #: seconds after answer in which what the line says is checked for voicemail/announcements
     amd_window_s: float = 12.0
+    #: also listen for a voicemail beep after a greeting longer than a human's (words not needed)
+    acoustic_amd: bool = True
     #: the campaign's calling window (callee local time): call-back times are clamped into it
     calling_window: tuple[time, time] = DEFAULT_WINDOW
     #: the callee's time zone for call-back times (None: this machine's local zone)
@@ -348,12 +350,18 @@ class CallSession:
         guard = EchoGuard(self.config.echo) if self.config.echo is not None else None
         self.echo_guard = guard
         playout = self.leg.playout
+        acoustic = AcousticAmd() if self.config.acoustic_amd else None
         async for frame in self.leg.frames():
             if guard is not None:
                 guard.sync(playout)
                 frame = guard.process(frame)
             was_in_speech = ep.in_speech
             ev = ep.feed(frame)
+            if acoustic is not None:  # beside the endpointer: nothing here waits for it
+                if self.amd is not None or self._rel() > self.config.amd_window_s:
+                    acoustic = None
+                elif (found := acoustic.feed(frame, ep.frame_speech)) is not None:
+                    self._end_as_machine(found, "", acoustic.cadence.start_s or 0.0, None)
             if streaming:
                 if isinstance(ev, SpeechStarted):
                     rec: Any = self.recognizer
@@ -476,6 +484,11 @@ class CallSession:
         decision = decide(text)
         if decision is None:
             return False
+        self._end_as_machine(decision, text, start_s, self.recognizer.name)
+        return True
+
+    def _end_as_machine(self, decision: AmdDecision, text: str, start_s: float, asr: str | None) -> None:
+        """A machine answered (text rules or the acoustic detector): record it and hang up."""
         self.amd = decision
         self._disposition = decision.disposition
         self._hangup_by = "robot"
@@ -486,13 +499,12 @@ class CallSession:
                 start_s=round(max(0.0, start_s), 3),
                 end_s=self._rel(),
                 intent=decision.kind,
-                asr_engine=self.recognizer.name,
+                asr_engine=asr,
             )
         )
-        self._log(logging.INFO, "%s detected (%r)", decision.kind, text)
+        self._log(logging.INFO, "%s detected (%r; %s)", decision.kind, text, decision.pattern)
         self.leg.clear()
         self._ended.set()
-        return True
 
     async def _events(self) -> None:
         async for ev in self.leg.events():
