@@ -54,8 +54,9 @@ class ToneConfig:
     floor_dbfs: float = -45.0
     #: the level after a beep must fall this far below the beep's
     min_drop_db: float = 6.0
-    #: the beep's frame levels (interior frames) must stay within this range
-    max_level_range_db: float = 6.0
+    #: the beep's frame levels (interior frames) must stay within this range: a steady tone at 10 dB SNR
+    #: varies < 0.5 dB frame to frame; a decaying note (plucked, piano) falls 25-70 dB/s
+    max_level_range_db: float = 3.0
     ringback_hz: float = 450.0
     ringback_tol_hz: float = 30.0
     ringback_min_s: float = 0.7
@@ -107,7 +108,9 @@ def analyse(window: npt.NDArray[np.float64], band_hz: float = 40.0) -> FrameTone
     ratio = float(spec[near].sum()) / total
     rest = spec.copy()
     rest[near] = 0.0
-    for m in range(2, 9):  # harmonics of a clipped or distorted tone are not a second tone
+    # harmonics of a clipped or distorted tone are not a second tone. Up to the 5th only: its energy is
+    # <= 1/25 of the tone's, and the 6th harmonic of one DTMF tone folds onto the other (1209 -> 746 Hz)
+    for m in range(2, 6):
         rest[np.abs(_FREQS - _fold(m * hz)) <= band_hz] = 0.0
     j = int(np.argmax(rest))
     second = float(rest[np.abs(_FREQS - _FREQS[j]) <= band_hz].sum()) / total
@@ -155,8 +158,8 @@ class ToneDetector:
                 return event
             run, start = self._run, self._run_start
             self._run = []
-            end = self._t - FRAME_MS / 1000.0
-            if event is None and (end - start) >= self.cfg.min_s - 0.03:
+            end = self._t - 2 * FRAME_MS / 1000.0  # the last tonal window ended one frame before
+            if event is None and (end - start) >= self.cfg.min_s - 0.02:
                 self._ended = (run, start, end)
                 self._after = [ft.level_dbfs]
         if tonal:
@@ -181,8 +184,8 @@ class ToneDetector:
         inner = levels[1:-1] if len(levels) > 3 else levels
         flat = float(inner.max() - inner.min()) <= c.max_level_range_db
         dropped = after_db <= level - c.min_drop_db
-        if self._in_band(hz) and c.min_s - 0.03 <= dur <= c.max_s + 0.05 and flat and dropped:
+        if self._in_band(hz) and c.min_s - 0.02 <= dur <= c.max_s + 0.04 and flat and dropped:
             return ToneEvent("beep", round(hz, 1), start, end, level)
-        if dur >= c.min_s:
+        if dur >= c.min_s - 0.02:
             return ToneEvent("tone", round(hz, 1), start, end, level)
         return None
