@@ -92,6 +92,8 @@ class SessionConfig:
     amd_window_s: float = 12.0
     #: also listen for a voicemail beep after a greeting longer than a human's (words not needed)
     acoustic_amd: bool = True
+    #: after such a beep, how long the words heard up to it may still decide (text rules first)
+    acoustic_wait_s: float = 2.0
     #: the campaign's calling window (callee local time): call-back times are clamped into it
     calling_window: tuple[time, time] = DEFAULT_WINDOW
     #: the callee's time zone for call-back times (None: this machine's local zone)
@@ -204,6 +206,7 @@ class CallSession:
         self._hangup_by: str | None = None
         self._human_heard = False
         self.amd: AmdDecision | None = None
+        self._acoustic: tuple[AmdDecision, float] | None = None  # beep heard, waiting for the words
         self.echo_guard: EchoGuard | None = None
         self.vad = vad
         self._spec: _Speculation | None = None
@@ -361,7 +364,9 @@ class CallSession:
                 if self.amd is not None or self._rel() > self.config.amd_window_s:
                     acoustic = None
                 elif (found := acoustic.feed(frame, ep.frame_speech)) is not None:
-                    self._end_as_machine(found, "", acoustic.cadence.start_s or 0.0, None)
+                    self._acoustic = (found, acoustic.cadence.start_s or 0.0)
+                    self._spawn(self._acoustic_deadline())
+                    acoustic = None
             if streaming:
                 if isinstance(ev, SpeechStarted):
                     rec: Any = self.recognizer
@@ -477,13 +482,24 @@ class CallSession:
             self._urgent.append((text, pred))
 
     def _in_amd_window(self) -> bool:
+        if self._acoustic is not None:  # a beep after a long greeting: the words decide what it was
+            return True
         return not self._human_heard and self._rel() <= self.config.amd_window_s
+
+    async def _acoustic_deadline(self) -> None:
+        """The acoustic decision stands when no words decided within acoustic_wait_s of the beep."""
+        await self.clock.sleep(self.config.acoustic_wait_s)
+        if self._acoustic is not None and self.amd is None and not self._ended.is_set():
+            decision, start_s = self._acoustic
+            self._end_as_machine(decision, "", start_s, None)
 
     def _amd_match(self, text: str, start_s: float) -> bool:
         """End the call when the words are a machine's (voicemail, assistant, carrier announcement)."""
         decision = decide(text)
         if decision is None:
-            return False
+            if self._acoustic is None:
+                return False
+            decision = self._acoustic[0]  # words the rules do not know, then the beep: voicemail
         self._end_as_machine(decision, text, start_s, self.recognizer.name)
         return True
 
