@@ -1,14 +1,25 @@
 """Answering-machine and carrier-announcement decision from what the line said right after answer.
 
 Runs in parallel with the greeting (a human's greeting is never delayed): utterances heard in the first
-seconds are transcribed and matched here. The acoustic detector (beep, cadence) extends this later.
+seconds are transcribed and matched here (`decide`, text rules: they decide whenever the words are
+recognised). `AcousticAmd` listens to the same frames for what needs no words:
+
+* greeting cadence (`Cadence`): a human answers with a short greeting (喂 / 你好, < 1.5 s) and waits; a
+  voicemail or phone assistant starts talking at answer and goes on (> 3.5 s with only short pauses);
+* the voicemail beep (`engine.call.beep.ToneDetector`).
+
+A beep that follows a greeting longer than a human's is a voicemail decision even when the words were not
+recognisable (a greeting in another language, then the beep).
 """
 
 from __future__ import annotations
 
 import re
+from collections import deque
 from dataclasses import dataclass
 
+from engine.audio import FRAME_MS, PCM, rms_dbfs
+from engine.call.beep import ToneConfig, ToneDetector, ToneEvent
 from engine.dispositions import Disposition
 
 
@@ -64,3 +75,109 @@ def decide(text: str) -> AmdDecision | None:
         if rx.search(t):
             return AmdDecision(disposition, kind, pattern)
     return None
+
+
+# --- acoustic: greeting cadence and beep -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CadenceConfig:
+    #: a human's answer (喂, 你好, 哪位) is shorter than this
+    human_max_s: float = 1.5
+    #: a machine greeting is longer than this
+    machine_min_s: float = 3.5
+    #: a pause this long ends the greeting. Greetings read by TTS/IVR pause <= 0.45 s between phrases
+    #: (measured on the corpus); a human who said 喂 waits for an answer far longer
+    gap_s: float = 0.8
+    #: a frame counts as speech only this far above the quietest frame of the last `floor_s`: the
+    #: energy endpointer's floor never rises to line noise that is there from the first frame (it
+    #: calls that noise speech), while 20 ms frames between syllables and words always dip to it. 20 ms
+    #: frames of steady line noise stay within ~2 dB of each other; speech at 10 dB SNR is mostly more
+    #: than 6 dB above the noise
+    snr_db: float = 6.0
+    floor_s: float = 1.5
+
+
+class Cadence:
+    """The first speech after answer, from per-frame speech decisions (the Endpointer's).
+
+    `verdict`: None while undecided, then human (short greeting, then a pause), machine (long continuous
+    speech: decided while it is still going on) or unknown (in between). Only the first greeting counts."""
+
+    def __init__(self, config: CadenceConfig | None = None) -> None:
+        self.cfg = config or CadenceConfig()
+        self.verdict: str | None = None
+        self.start_s: float | None = None
+        self.last_s = 0.0
+        self._t = 0.0
+
+    @property
+    def span_s(self) -> float:
+        return 0.0 if self.start_s is None else self.last_s - self.start_s
+
+    @property
+    def machine_likely(self) -> bool:
+        return self.verdict == "machine"
+
+    def feed(self, speech: bool) -> str | None:
+        """Advance by one frame; the verdict when it is reached on this frame."""
+        self._t += FRAME_MS / 1000.0
+        if self.verdict is not None:
+            return None
+        c = self.cfg
+        if speech:
+            if self.start_s is None:
+                self.start_s = self._t - FRAME_MS / 1000.0
+            self.last_s = self._t
+            if self.span_s >= c.machine_min_s:
+                self.verdict = "machine"
+        elif self.start_s is not None and self._t - self.last_s >= c.gap_s:
+            self.verdict = "human" if self.span_s <= c.human_max_s else "unknown"
+        return self.verdict
+
+
+class AcousticAmd:
+    """Beep + cadence on the frames after answer. `feed` each 20 ms frame with the Endpointer's speech
+    decision for it; returns a voicemail decision once, when a beep follows a greeting that is longer
+    than a human's (`human_max_s`) by at most `beep_within_s` after its last speech."""
+
+    def __init__(
+        self,
+        tone: ToneConfig | None = None,
+        cadence: CadenceConfig | None = None,
+        *,
+        beep_within_s: float = 3.0,
+    ) -> None:
+        self.tones = ToneDetector(tone)
+        self.cadence = Cadence(cadence)
+        self._levels: deque[float] = deque(maxlen=max(1, round(self.cadence.cfg.floor_s * 1000 / FRAME_MS)))
+        self.beep_within_s = beep_within_s
+        self.events: list[ToneEvent] = []
+        self.decision: AmdDecision | None = None
+
+    def feed(self, frame: PCM, speech: bool) -> AmdDecision | None:
+        ev = self.tones.feed(frame)
+        level = rms_dbfs(frame)
+        self._levels.append(level)
+        loud = level >= min(self._levels) + self.cadence.cfg.snr_db
+        # a beep is loud enough to be "speech" to an energy endpointer: it is not part of the greeting
+        self.cadence.feed(speech and loud and not self.tones.tonal)
+        if ev is None or self.decision is not None:
+            return None
+        self.events.append(ev)
+        cad = self.cadence
+        if (
+            ev.kind == "beep"
+            and cad.start_s is not None
+            and cad.verdict != "human"
+            and cad.span_s > cad.cfg.human_max_s
+            and ev.start_s >= cad.start_s
+            and ev.start_s - cad.last_s <= self.beep_within_s
+        ):
+            self.decision = AmdDecision(
+                Disposition.VOICEMAIL,
+                "voicemail",
+                f"beep {ev.hz:.0f} Hz {ev.duration_s:.2f} s after a {cad.span_s:.1f} s greeting",
+            )
+            return self.decision
+        return None

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from engine.audio import PCM
-from engine.call.amd import AmdDecision, decide
+from engine.call.amd import AcousticAmd, AmdDecision, decide
 from engine.call.echo import EchoConfig, EchoGuard
 from engine.call.playback import PlaybackHandle
 from engine.call.transfer import Transferer, TransferResult
@@ -91,6 +91,10 @@ class SessionConfig:
     echo: EchoConfig | None = field(default_factory=EchoConfig)
     #: seconds after answer in which what the line says is checked for voicemail/announcements
     amd_window_s: float = 12.0
+    #: also listen for a voicemail beep after a greeting longer than a human's (words not needed)
+    acoustic_amd: bool = True
+    #: after such a beep, how long the words heard up to it may still decide (text rules first)
+    acoustic_wait_s: float = 2.0
     #: the campaign's calling window (callee local time): call-back times are clamped into it
     calling_window: tuple[time, time] = DEFAULT_WINDOW
     #: the callee's time zone for call-back times (None: this machine's local zone)
@@ -229,6 +233,7 @@ class CallSession:
         self._hangup_by: str | None = None
         self._human_heard = False
         self.amd: AmdDecision | None = None
+        self._acoustic: tuple[AmdDecision, float] | None = None  # beep heard, waiting for the words
         self.echo_guard: EchoGuard | None = None
         self.vad = vad
         self._spec: _Speculation | None = None
@@ -376,6 +381,7 @@ class CallSession:
         guard = EchoGuard(self.config.echo) if self.config.echo is not None else None
         self.echo_guard = guard
         playout = self.leg.playout
+        acoustic = AcousticAmd() if self.config.acoustic_amd else None
         async for frame in self.leg.frames():
             if guard is not None:
                 guard.sync(playout)
@@ -393,12 +399,19 @@ class CallSession:
                 if ended is not None:
                     ev = ended
                     self.early_ends += 1
+            if acoustic is not None:  # beside the endpointer: nothing here waits for it
+                if self.amd is not None or self._rel() > self.config.amd_window_s:
+                    acoustic = None
+                elif (found := acoustic.feed(frame, ep.frame_speech)) is not None:
+                    self._acoustic = (found, acoustic.cadence.start_s or 0.0)
+                    self._spawn(self._acoustic_deadline())
+                    acoustic = None
             if streaming:
                 if isinstance(ev, SpeechStarted):
                     rec: Any = self.recognizer
                     live = _LiveStream(rec.stream(sample_rate=8000), ep.utterance_frames)
                 elif live is not None and was_in_speech:
-                    live.push(frame, speech=ep.last_was_speech)
+                    live.push(frame, speech=ep.frame_speech)
                     if isinstance(ev, Utterance):
                         self._spec_ready[(ev.start_s, len(ev.pcm))] = asyncio.ensure_future(live.finish())
                         self.streamed += 1
@@ -508,13 +521,29 @@ class CallSession:
             self._urgent.append((text, pred))
 
     def _in_amd_window(self) -> bool:
+        if self._acoustic is not None:  # a beep after a long greeting: the words decide what it was
+            return True
         return not self._human_heard and self._rel() <= self.config.amd_window_s
+
+    async def _acoustic_deadline(self) -> None:
+        """The acoustic decision stands when no words decided within acoustic_wait_s of the beep."""
+        await self.clock.sleep(self.config.acoustic_wait_s)
+        if self._acoustic is not None and self.amd is None and not self._ended.is_set():
+            decision, start_s = self._acoustic
+            self._end_as_machine(decision, "", start_s, None)
 
     def _amd_match(self, text: str, start_s: float) -> bool:
         """End the call when the words are a machine's (voicemail, assistant, carrier announcement)."""
         decision = decide(text)
         if decision is None:
-            return False
+            if self._acoustic is None:
+                return False
+            decision = self._acoustic[0]  # words the rules do not know, then the beep: voicemail
+        self._end_as_machine(decision, text, start_s, self.recognizer.name)
+        return True
+
+    def _end_as_machine(self, decision: AmdDecision, text: str, start_s: float, asr: str | None) -> None:
+        """A machine answered (text rules or the acoustic detector): record it and hang up."""
         self.amd = decision
         self._disposition = decision.disposition
         self._hangup_by = "robot"
@@ -525,13 +554,12 @@ class CallSession:
                 start_s=round(max(0.0, start_s), 3),
                 end_s=self._rel(),
                 intent=decision.kind,
-                asr_engine=self.recognizer.name,
+                asr_engine=asr,
             )
         )
-        self._log(logging.INFO, "%s detected (%r)", decision.kind, text)
+        self._log(logging.INFO, "%s detected (%r; %s)", decision.kind, text, decision.pattern)
         self.leg.clear()
         self._ended.set()
-        return True
 
     async def _events(self) -> None:
         async for ev in self.leg.events():

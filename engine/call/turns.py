@@ -89,7 +89,8 @@ class Endpointer:
         self._voiced = 0
         self._in_speech = False
         self._start_s = 0.0
-        self.last_was_speech = False  # the last frame fed counted as speech
+        #: the last frame fed was speech (the per-frame decision, before start/end hangovers)
+        self.frame_speech = False
 
     @property
     def in_speech(self) -> bool:
@@ -128,7 +129,7 @@ class Endpointer:
                 speech = self._vad_says_speech(frame)
             elif not self._in_speech:
                 self._vad_on = False
-        self.last_was_speech = speech
+        self.frame_speech = speech
         if not speech:
             # track the floor quickly downwards, slowly upwards
             rate = 0.2 if level < self.noise_floor else 0.02
