@@ -230,15 +230,16 @@ class VoskRecognizer:
         return rec
 
     def release(self, rec: Any, sample_rate: int, fed_s: float) -> None:
-        """Give a recogniser back (runs in a worker thread). FinalResult() rather than Reset(): only a
-        finalised recogniser starts its next utterance with a fresh feature pipeline (no CMVN/i-vector
-        state carried from another caller); on an already finalised one it costs nothing."""
+        """Give a recogniser back (runs in a worker thread). It is finalised (a little silence first, so
+        that FinalResult() finalises even when the last Result() left it at an endpoint): its next
+        utterance then starts with a fresh feature pipeline, no CMVN/i-vector state from another caller."""
         with self._pool_lock:
             used = self._used.pop(id(rec), 0.0) + fed_s
             keep = used < self.retire_after_s and len(self._idle) < self.max_idle
         if not keep:
             self.retired += 1
             return  # dropping the last reference frees its memory
+        rec.AcceptWaveform(bytes(2 * sample_rate // 50))
         rec.FinalResult()
         with self._pool_lock:
             self._idle.append((rec, sample_rate, used))

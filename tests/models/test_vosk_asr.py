@@ -4,6 +4,7 @@ the registries); operators point OUTCALL_VOSK_MODEL at a Mandarin/English model.
 from __future__ import annotations
 
 import asyncio
+import difflib
 import re
 import shutil
 import subprocess
@@ -116,6 +117,12 @@ async def test_silence_is_empty_and_streams_run_concurrently(
     assert HANGUL.search(results[1].text)
 
 
+def _same_words(a: str, b: str) -> bool:
+    """Kaldi dithers its features with random noise, so two decodes of the same audio differ in a word or
+    two; a recogniser carrying another utterance's audio or state would add or lose much more."""
+    return difflib.SequenceMatcher(None, a, b).ratio() >= 0.6 and 0.7 <= len(a) / max(1, len(b)) <= 1.4
+
+
 @pytest.mark.slow
 async def test_pool_reuses_warm_recognisers_with_the_same_result(
     models_dest: Path, korean_speech: PCM
@@ -132,7 +139,7 @@ async def test_pool_reuses_warm_recognisers_with_the_same_result(
         await half.close()
         again = await asyncio.wait_for(rec.transcribe(korean_speech), timeout=60)
         assert rec.created == 1 and rec.reused == 2
-        assert again.text == first.text and HANGUL.search(again.text)
+        assert _same_words(again.text, first.text) and HANGUL.search(again.text)
         # more concurrent streams than max_idle: the extra recognisers are deleted, not pooled
         await asyncio.wait_for(asyncio.gather(*(rec.transcribe(korean_speech) for _ in range(3))), 60)
         assert rec.created == 3 and rec.idle == 2 and rec.retired == 1
@@ -177,10 +184,15 @@ async def test_cancelled_feed_is_finished_before_the_recogniser_is_pooled(
         await asyncio.sleep(0)  # the feed task submits its decoder job
         job = stream._busy
         assert job is not None
+        for _ in range(2000):  # wait (bounded) until a worker has picked the job up
+            if job.running():
+                break
+            await asyncio.sleep(0.001)
+        assert job.running()  # ~24 s of audio: still decoding when cancelled
         feeding.cancel()
         await asyncio.wait_for(stream.close(), timeout=60)
         assert job.done() and rec.idle == 1
         again = await asyncio.wait_for(rec.transcribe(korean_speech), timeout=60)
-        assert again.text == clean.text
+        assert _same_words(again.text, clean.text)
     finally:
         rec.close()
