@@ -2,6 +2,8 @@
 
     .venv/bin/python bench/asr.py --json        # every speech clip, clean + degraded
     .venv/bin/python bench/asr.py --quick       # 8 clips
+    .venv/bin/python bench/asr.py --full-window # Whisper's padded 30 s window for every clip (not written)
+    .venv/bin/python bench/asr.py --throughput 3  # utterances/s, 3 callers at once, per threads/workers
 
 CER = character edit distance / reference characters, after dropping punctuation and spaces and
 lowercasing (Chinese and English alike). Engines: faster-whisper base (int8, var/models/whisper-base);
@@ -15,7 +17,6 @@ import argparse
 import json
 import os
 import platform
-import re
 import sys
 import time
 from pathlib import Path
@@ -26,34 +27,15 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from models.asr.metrics import cer, edit_distance, norm  # noqa: E402
 from models.asr.whisper import WhisperRecognizer  # noqa: E402
 from tests.fixtures.audio.corpus import labels, load  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "asr.json"
-_DROP = re.compile(r"[\s,.!?;:，。！？、；：…~'\"\-]+")
 
 
-def norm(text: str) -> str:
-    return _DROP.sub("", text.lower())
-
-
-def edit_distance(a: str, b: str) -> int:
-    prev = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        cur = [i]
-        for j, cb in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
-        prev = cur
-    return prev[-1]
-
-
-def cer(ref: str, hyp: str) -> float:
-    r, h = norm(ref), norm(hyp)
-    return edit_distance(r, h) / max(1, len(r))
-
-
-def transcribe_corpus(clips: list[dict[str, Any]]) -> dict[str, Any]:
-    rec = WhisperRecognizer(ROOT / "var" / "models" / "whisper-base")
+def transcribe_corpus(clips: list[dict[str, Any]], short_window: bool = True) -> dict[str, Any]:
+    rec = WhisperRecognizer(ROOT / "var" / "models" / "whisper-base", short_window=short_window)
     rows = []
     t_all = time.perf_counter()
     try:
@@ -102,16 +84,79 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+async def _throughput_run(
+    rec: WhisperRecognizer, clips: list[dict[str, Any]], streams: int
+) -> dict[str, Any]:
+    import asyncio
+
+    pcms = [(load(c["id"], degraded=True), c["language"] or "zh") for c in clips]
+    lat: list[float] = []
+
+    async def stream(k: int) -> None:
+        for i in range(len(pcms)):
+            pcm, lang = pcms[(i + k) % len(pcms)]
+            t0 = time.perf_counter()
+            await rec.transcribe(pcm, language=lang)
+            lat.append(time.perf_counter() - t0)
+
+    await rec.transcribe(pcms[0][0], language=pcms[0][1])  # warm
+    t0 = time.perf_counter()
+    await asyncio.gather(*(stream(k) for k in range(streams)))
+    wall = time.perf_counter() - t0
+    return {
+        "streams": streams,
+        "utterances": len(lat),
+        "utt_per_s": round(len(lat) / wall, 2),
+        "latency_p50_s": round(float(np.median(lat)), 3),
+        "latency_p90_s": round(float(np.percentile(lat, 90)), 3),
+    }
+
+
+def throughput(clips: list[dict[str, Any]], streams: int) -> list[dict[str, Any]]:
+    """Utterances/s with `streams` callers at once, per (cpu_threads, num_workers, short_window)."""
+    import asyncio
+
+    replies = [c for c in clips if c["class"] == "reply"]
+    out = []
+    for threads, workers, short in ((2, 1, True), (1, 2, True), (2, 2, True), (2, 1, False), (1, 2, False)):
+        rec = WhisperRecognizer(
+            ROOT / "var" / "models" / "whisper-base",
+            cpu_threads=threads,
+            num_workers=workers,
+            short_window=short,
+        )
+        try:
+            res = asyncio.run(_throughput_run(rec, replies, streams))
+        finally:
+            rec.close()
+        out.append({"cpu_threads": threads, "num_workers": workers, "short_window": short, **res})
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="8 speech clips")
     ap.add_argument("--json", action="store_true", help="print only the JSON object")
+    ap.add_argument(
+        "--throughput",
+        type=int,
+        default=0,
+        metavar="N",
+        help="instead: utterances/s with N concurrent callers per cpu_threads/num_workers setting",
+    )
+    ap.add_argument("--full-window", action="store_true", help="always encode Whisper's full 30 s window")
     args = ap.parse_args()
     clips = [c for c in labels() if c["text"]]
+    if args.throughput:
+        load_tp = os.getloadavg()[0]
+        rows = throughput(clips, args.throughput)
+        loads = [load_tp, os.getloadavg()[0]]
+        print(json.dumps({"bench": "asr_throughput", "loadavg_1m": loads, "rows": rows}))
+        return 0
     if args.quick:
         clips = clips[::3]
     load0 = os.getloadavg()[0]
-    res = transcribe_corpus(clips)
+    res = transcribe_corpus(clips, short_window=not args.full_window)
     result = {
         "bench": "asr",
         "engines": {res["engine"]: summarize(res["rows"])},
@@ -124,7 +169,8 @@ def main() -> int:
     }
     summary = {k: v for k, v in result.items() if k != "transcripts"}
     print(json.dumps(summary if args.json else result, ensure_ascii=False, indent=None if args.json else 1))
-    if not args.quick:
+    result["short_window"] = not args.full_window
+    if not args.quick and not args.full_window:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     return 0

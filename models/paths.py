@@ -19,6 +19,8 @@ ENV_MODELS_DIR = "OUTCALL_MODELS_DIR"
 ENV_WHISPER_MODEL = "OUTCALL_WHISPER_MODEL"
 ENV_VOSK_MODEL = "OUTCALL_VOSK_MODEL"
 ENV_KOKORO_DIR = "OUTCALL_KOKORO_DIR"
+#: "0"/"false"/"off": Whisper always encodes its full 30 s window (see models.asr.whisper).
+ENV_WHISPER_SHORT_WINDOW = "OUTCALL_WHISPER_SHORT_WINDOW"
 
 #: The commands error messages name.
 MAKE_MODELS = "make models"
