@@ -10,6 +10,17 @@ from engine.outcome import CallOutcome
 from tests.engine.fakes import KeywordClassifier, LengthRecognizer, ScriptedLeg, ToneSynth
 
 
+async def _finish(session: CallSession, clock: VirtualClock, steps: int = 3000) -> CallOutcome:
+    """Run the session on the virtual clock (20 ms steps) until it ends; fail if it does not."""
+    task = asyncio.create_task(session.run())
+    for _ in range(steps):
+        if task.done():
+            break
+        await clock.advance(0.02)
+    assert task.done(), f"session did not finish in {steps * 0.02:.0f} virtual seconds"
+    return task.result()
+
+
 async def _run(
     replies: Sequence[str | None],
     *,
@@ -29,13 +40,7 @@ async def _run(
         synthesizer=synth,
         clock=clock,
     )
-    task = asyncio.create_task(session.run())
-    for _ in range(3000):  # 60 virtual seconds
-        if task.done():
-            break
-        await clock.advance(0.02)
-    assert task.done(), "session did not finish in 60 virtual seconds"
-    return task.result(), synth
+    return await _finish(session, clock), synth
 
 
 async def test_price_then_yes_books_with_grade_b() -> None:
@@ -142,13 +147,7 @@ async def _run_plan(
         clock=clock,
         prompt_audio=prompt_audio,  # type: ignore[arg-type]
     )
-    task = asyncio.create_task(session.run())
-    for _ in range(3000):
-        if task.done():
-            break
-        await clock.advance(0.02)
-    assert task.done()
-    return task.result(), synth
+    return await _finish(session, clock), synth
 
 
 MIN_PLAY = """
@@ -221,12 +220,7 @@ async def test_speculative_transcript_is_used_when_the_reply_ends_at_the_pause()
         synthesizer=ToneSynth(),
         clock=clock,
     )
-    task = asyncio.create_task(session.run())
-    for _ in range(3000):
-        if task.done():
-            break
-        await clock.advance(0.02)
-    o = task.result()
+    o = await _finish(session, clock)
     assert "booked" in o.tags
     assert session.spec_used == 2 and session.spec_discarded == 0
     assert calls == 2  # each reply transcribed once, at its 250 ms pause
@@ -285,12 +279,7 @@ async def test_streaming_engine_is_fed_while_the_callee_speaks() -> None:
         synthesizer=ToneSynth(),
         clock=clock,
     )
-    task = asyncio.create_task(session.run())
-    for _ in range(3000):
-        if task.done():
-            break
-        await clock.advance(0.02)
-    o = task.result()
+    o = await _finish(session, clock)
     assert "booked" in o.tags
     assert [t.text for t in o.turns if t.speaker == "callee"] == ["多少钱啊", "好的可以"]
     assert rec.transcribes == 0 and session.streamed == 2 and rec.closed == 2
@@ -347,12 +336,7 @@ async def _run_partials(replies: list[str], *, early_end: bool) -> tuple[CallOut
         clock=clock,
         config=SessionConfig(early_end=early_end),
     )
-    task = asyncio.create_task(session.run())
-    for _ in range(4000):
-        if task.done():
-            break
-        await clock.advance(0.02)
-    return task.result(), session
+    return await _finish(session, clock, 4000), session
 
 
 async def test_a_complete_streaming_partial_ends_the_turn_at_the_first_pause() -> None:
