@@ -56,6 +56,13 @@ YES_NO = frozenset({Intent.AFFIRM.value, Intent.DENY.value})
 NEGATIVE_ANSWERS = frozenset({Intent.DENY.value, Intent.NOT_INTERESTED.value})
 
 Vectors = npt.NDArray[np.float32]
+#: words without which a reply cannot be a do-not-call request (the model alone never ends a call on
+#: a reply that refuses nothing)
+_REFUSAL = re.compile(
+    r"[别不没勿甭莫休滚]|拉黑|删|投诉|举报|报警|烦|再.{0,6}试试|"
+    r"\b(?:don'?t|do not|stop|never|no|not|remove|quit|leave|unsubscribe|take me off)\b",
+    re.IGNORECASE,
+)
 _FILLER_QUESTION = re.compile(r"^\s*(?:[嗯恩啊哈啥呃哦]{1,2}|什么|huh|what|eh)\s*[?？]+\s*$", re.IGNORECASE)
 
 
@@ -86,6 +93,7 @@ class TransformerClassifier:
         knn_weight / knn_k: weight of the k-nearest-training-examples vote in the intent distribution.
         rules_weight: weight of the rules' keyword answer (a fixed prior, not tuned on the held-out set).
         stop_threshold: the model alone (no do-not-call phrase, by characters or by sound) must be this
+            sure, and the reply must hold a refusal word (别, 不, 没, 勿, 甭, 拉黑, 删, don't, stop, no...),
             sure to end a call as stop_calling; below it that share counts for nothing (打九分 is a score).
     """
 
@@ -305,8 +313,10 @@ class TransformerClassifier:
         if rules.intent in SAFETY:
             return pred(rules.intent, max(rules.confidence, probs.get(rules.intent, 0.0)), "rules")
         stop = Intent.STOP_CALLING.value
-        if 0.0 < probs.get(stop, 0.0) < self.stop_threshold:
-            probs[stop] = 0.0  # an irreversible outcome needs the rules' evidence or a very sure model
+        if 0.0 < probs.get(stop, 0.0) < self.stop_threshold or not _REFUSAL.search(text):
+            # an irreversible outcome needs the rules' evidence, or a very sure model on a reply that
+            # refuses something (别/不要/don't/stop...): 过一会儿再打 garbled to 故意会而再打 is not one
+            probs[stop] = 0.0
         model_safety = max(SAFETY, key=lambda k: probs.get(k, 0.0))
         if probs.get(model_safety, 0.0) >= 0.6:
             return pred(model_safety, probs[model_safety], self.name)
