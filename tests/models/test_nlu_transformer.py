@@ -145,8 +145,9 @@ def test_through_asr_accuracy_above_floor(nlu: object) -> None:
     m = evaluate(nlu, load_asr_eval())
     # the set made with the telephone-robust whisper (no empty transcripts, many garbled at 15 dB SNR)
     assert m["all"]["macro_f1"] >= 0.63, m["all"]["errors"]
-    # every do-not-call request Whisper transcribed recognisably (by sound) is caught; the 5 misses share
-    # no sound with the request (他身不大别大的 for 打什么打别打了, 叠大来的 for 别打来了, 叶祭我大 for 别给我打)
+    # every do-not-call request Whisper transcribed recognisably (by sound) is caught; the 5 misses
+    # share no sound with the request (他身不大别大的 for 打什么打别打了, 叠大来的 for 别打来了,
+    # 叶祭我大 for 别给我打)
     assert m["all"]["stop_calling_recall"] >= 0.70
 
 
