@@ -132,6 +132,8 @@ class ToneDetector:
         self._after: list[float] = []
         #: the last frame was part of a single tone in the beep band (callers mask it out of speech timing)
         self.tonal = False
+        #: the last frame was a single tone, in the beep band or not
+        self.single = False
         self.last: FrameTone | None = None
         self._dtmf = GoertzelDetector()  # only its per-frame `classify` (no state)
 
@@ -151,6 +153,7 @@ class ToneDetector:
         self._t += FRAME_MS / 1000.0
         self.last = ft
         tonal = self._is_tonal(ft, frame)
+        self.single = tonal
         event: ToneEvent | None = None
         if self._ended is not None:
             self._after.append(ft.level_dbfs)
