@@ -60,6 +60,10 @@ from engine.ports import (
 
 log = logging.getLogger("outcall.call")
 
+#: final responses that say less than a carrier announcement heard before them (480 without a cause, our
+#: own CANCEL's 487, "no route"); a specific one (486 busy, 404, Q.850 cause 20 ...) stands
+_VAGUE_FINAL = frozenset({Disposition.NO_ANSWER, Disposition.UNREACHABLE, Disposition.CANCELLED})
+
 T = TypeVar("T")
 
 #: intents acted on even when said over a non-interruptible prompt
@@ -252,10 +256,14 @@ class CallSession:
         except TelephonyError as e:
             self._log(logging.INFO, "not answered: %s", e.disposition)
             await self.leg.wait_ended()
+            if early is not None:  # its media ends with the leg: the reader finishes the last segment
+                await asyncio.wait({early}, timeout=1.0)
             if self._early_asr:  # an announcement that just ended may still be in the recogniser
                 await asyncio.wait(self._early_asr, timeout=self.config.early_asr_wait_s)
-            # a carrier announcement's words (early media) say more than the final response's code
-            disposition = self._disposition or e.disposition
+            # a carrier announcement's words (early media) say more than a vague final response
+            disposition = e.disposition
+            if self.amd is not None and e.disposition in _VAGUE_FINAL:
+                disposition = self.amd.disposition
             return self._outcome(started, disposition=disposition, error=None if e.sip_code else str(e))
         finally:
             if early is not None:
@@ -369,11 +377,19 @@ class CallSession:
                 seg = mon.feed(frame)
                 if seg is not None and seg.kind == "speech" and asked < self.config.early_asr_max:
                     asked += 1
-                    task = asyncio.ensure_future(self._early_words(seg.pcm))
-                    self._early_asr.add(task)
-                    task.add_done_callback(self._early_asr.discard)
-        finally:
-            mon.flush()  # count what was still playing at answer
+                    self._early_transcribe(seg.pcm)
+        except asyncio.CancelledError:
+            mon.flush()  # answered: count what was still playing
+            raise
+        # the attempt ended before answer, maybe right as its announcement did
+        seg = mon.flush()
+        if seg is not None and seg.kind == "speech" and asked < self.config.early_asr_max:
+            self._early_transcribe(seg.pcm)
+
+    def _early_transcribe(self, pcm: PCM) -> None:
+        task = asyncio.ensure_future(self._early_words(pcm))
+        self._early_asr.add(task)
+        task.add_done_callback(self._early_asr.discard)
 
     async def _early_words(self, pcm: PCM) -> None:
         try:
@@ -388,7 +404,6 @@ class CallSession:
             return
         self.amd = decision
         self._disposition = decision.disposition
-        self._hangup_by = "robot"
         # before answer: no time from answer to give it
         self.turns.append(
             Turn(
@@ -400,8 +415,9 @@ class CallSession:
                 asr_engine=self.recognizer.name,
             )
         )
-        self._log(logging.INFO, "announcement in early media (%r; %s): cancelling", text, decision.pattern)
-        if self.leg.info.ended_at is None:  # else it failed already; the words only name why
+        self._log(logging.INFO, "announcement in early media (%r; %s)", text, decision.pattern)
+        if self.leg.info.ended_at is None:  # still ringing: cancel it (else the final response came first)
+            self._hangup_by = "robot"
             with contextlib.suppress(Exception):
                 await self.leg.hangup("normal")
 

@@ -1,6 +1,9 @@
-"""Acoustic AMD over a real SIP/RTP call (SIPp as the far end): ringback and 彩铃 music in early media,
-then at answer a voicemail greeting in a language the text rules do not know (Spanish, espeak-ng) and a
-beep. The session must not take the early media for the callee and must end the call as voicemail."""
+"""AMD over real SIP/RTP calls (SIPp as the far end).
+
+* ringback and 彩铃 music in early media, then at answer a voicemail greeting in a language the text rules
+  do not know (Spanish, espeak-ng) and a beep: the early media is not the callee, the call ends as
+  voicemail;
+* a carrier announcement in early media, then 480: the session transcribes it before answer."""
 
 from __future__ import annotations
 
@@ -131,3 +134,41 @@ async def test_foreign_voicemail_greeting_and_beep_after_ringback_is_voicemail(
     # the recogniser heard the greeting (partials included), nothing before answer
     assert asr.calls >= 1 and asr.before_answer == 0
     uas.wait(15).check()
+
+
+class Heard:
+    """What an ASR makes of the committed announcement pcap (espeak 您拨打的用户暂时无法接通)."""
+
+    name = "fake-asr"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def transcribe(self, pcm: PCM, *, sample_rate: int = 8000) -> Transcript:
+        self.calls += 1
+        return Transcript(text="您拨打的用户暂时无法接通", engine=self.name)
+
+
+async def test_announcement_in_early_media_is_transcribed_and_a_specific_final_response_stands(
+    ua: UserAgent, sipp_server: Callable[..., SippServer]
+) -> None:
+    """183 + the announcement over real RTP, then 480 with Q.850 cause 20: the session transcribes the
+    early media and the text rules call it UNREACHABLE; cause 20 (subscriber absent) is the more specific
+    statement and gives POWERED_OFF."""
+    uas = sipp_server("uas_early_media_480.xml", timeout_s=15)
+    leg = await ua.originate(uas.uri(), caller_id="1001")
+    asr = Heard()
+    session = CallSession(
+        leg,
+        dialplans.get("trial-class-zh"),
+        recognizer=asr,
+        classifier=KeywordClassifier(),
+        synthesizer=ToneSynth(),
+        config=SessionConfig(),
+    )
+    outcome = await asyncio.wait_for(session.run(), 20)
+    assert outcome.disposition is Disposition.POWERED_OFF and outcome.q850_cause == 20
+    assert asr.calls >= 1 and session.amd is not None
+    assert session.amd.disposition is Disposition.UNREACHABLE
+    assert session.early_media is not None and session.early_media.speech_s > 1.0, session.early_media
+    uas.wait(10).check()

@@ -183,6 +183,21 @@ async def test_announcement_in_early_media_gives_the_failed_attempt_its_disposit
     assert [t.intent for t in o.turns] == ["announcement"]
 
 
+async def test_the_final_response_ending_the_announcement_still_gets_its_words() -> None:
+    """480 comes right as the announcement ends (before the segment's 0.6 s of quiet): still transcribed;
+    a vague final response (UNREACHABLE) gives way to the words, a specific one (BUSY) stands."""
+    for fail, want in (
+        (Disposition.UNREACHABLE, Disposition.POWERED_OFF),
+        (Disposition.BUSY, Disposition.BUSY),
+    ):
+        leg = EarlyLeg(VirtualClock(), load("ann_powered_off", degraded=True), quiet(1.0), fail=fail)
+        rec = Words("您拨打的电话已关机")
+        s, o = await run(leg, rec)
+        assert rec.heard and o.disposition is want, (fail, o.disposition)
+        assert s.amd is not None and s.amd.disposition is Disposition.POWERED_OFF
+        assert o.hangup_by != "robot"  # the carrier ended it, not our CANCEL
+
+
 async def test_announcement_heard_while_still_ringing_cancels_the_attempt() -> None:
     """The words decide before the carrier ends the attempt: we cancel it."""
     early = np.concatenate([load("ann_suspended"), quiet(30.0)])
