@@ -148,7 +148,11 @@ class ToneDetector:
 
     def feed(self, frame: PCM) -> ToneEvent | None:
         x = np.asarray(frame, dtype=np.float64)
-        ft = analyse(np.concatenate([self._prev, x]), self.cfg.band_hz)
+        level = rms_dbfs(frame)
+        if level <= self.cfg.floor_dbfs:  # never tonal (the level is the frame's own): spare the FFT
+            ft = FrameTone(0.0, 0.0, 0.0, level)
+        else:
+            ft = analyse(np.concatenate([self._prev, x]), self.cfg.band_hz)
         self._prev = x
         self._t += FRAME_MS / 1000.0
         self.last = ft

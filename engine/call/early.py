@@ -7,10 +7,11 @@ with line noise from its first frame, which the session's adaptive endpointer ta
 learns as its floor; a minimum would lag a noise level that rises (RTP starting, a trunk's comfort noise)
 by the whole window. A sound segment ends after `gap_s` without sound (or at `max_s`) and is classified:
 
-* `tone`: most loud frames are a single tone (`engine.call.beep.ToneDetector`: ringback 450 Hz and other
-  call-progress tones) or hold `ringing_share` of their energy within `ringing_band_hz`: the ringing tones
-  of ITU-T E.180 lie in 400-450 Hz, the North American one is 440 + 480 Hz (two tones 40 Hz apart beat,
-  so neither is a single tone nor a steady spectrum);
+* `tone`: most loud frames are a single tone (the share of energy near the peak, as in `engine.call.beep`:
+  ringback 450 Hz and other call-progress tones) or hold `ringing_share` of their energy within
+  `ringing_band_hz`: the ringing tones of ITU-T E.180 lie in 400-450 Hz, the North American one is
+  440 + 480 Hz (two tones 40 Hz apart beat, so neither is a single tone nor a steady spectrum). A tone is
+  sound even before the floor has heard anything else (ringback from the first packet);
 * `music`: the spectrum holds still from one 20 ms frame to the next (cosine similarity of the 40 ms
   power spectra >= `stable_sim`; power, not magnitude, so that line noise weighs little against the
   partials) on most loud frames: a note sustains its partials for 150 ms or more, while speech moves its
@@ -30,18 +31,23 @@ from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
-from engine.audio import FRAME_MS, FRAME_SAMPLES, PCM
-from engine.call.beep import ToneDetector, ToneEvent
+from engine.audio import FRAME_MS, FRAME_SAMPLES, PCM, SAMPLE_RATE, rms_dbfs
 
+_NFFT = 512
 _WIN = np.hanning(2 * FRAME_SAMPLES)
-_FREQS = np.fft.rfftfreq(512, 1.0 / 8000)
+_FREQS = np.fft.rfftfreq(_NFFT, 1.0 / SAMPLE_RATE)
 
 
 @dataclass(frozen=True)
 class EarlyConfig:
     #: share of a segment's loud frames that must be single-tone for `tone`
     tone_share: float = 0.6
+    #: a frame is one tone when this share of its energy lies within +-tone_band_hz of its peak (as in
+    #: engine.call.beep: a sine at 6 dB SNR still gives 0.8, voiced speech spreads over harmonics)
+    tone_ratio: float = 0.75
+    tone_band_hz: float = 40.0
     ringing_band_hz: tuple[float, float] = (380.0, 500.0)
     ringing_share: float = 0.8
     #: spectral similarity of consecutive frames that counts as "held still"
@@ -76,7 +82,7 @@ class Segment:
 
 @dataclass
 class EarlyMediaReport:
-    """Seconds of each kind of sound heard before answer, and the tone events seen."""
+    """Seconds of each kind of sound heard before answer; `ringback`: tone segments in the ringing band."""
 
     tone_s: float = 0.0
     music_s: float = 0.0
@@ -95,38 +101,50 @@ class EarlyMediaReport:
 class EarlyMediaMonitor:
     def __init__(self, config: EarlyConfig | None = None) -> None:
         self.cfg = config or EarlyConfig()
-        self.tones = ToneDetector()
         self.report = EarlyMediaReport()
-        self.events: list[ToneEvent] = []
         self._prev = np.zeros(FRAME_SAMPLES, np.float64)
-        self._spec: np.ndarray | None = None
+        self._spec: npt.NDArray[np.float64] | None = None  # of the previous frame when it was analysed
         self._levels: list[float] = []
         self._tonal: list[bool] = []
+        self._ringing: list[bool] = []
         self._stable: list[bool] = []
         c = self.cfg
-        self._floor: deque[float] = deque(maxlen=max(1, round(c.floor_s * 1000 / FRAME_MS)))
+        self._floor = np.zeros(max(1, round(c.floor_s * 1000 / FRAME_MS)))  # ring buffer of levels
+        self._n = 0
         self._pre: deque[PCM] = deque(maxlen=max(1, round(c.preroll_s * 1000 / FRAME_MS)))
         self._pcm: list[PCM] = []
         self._quiet = 0
         lo, hi = c.ringing_band_hz
-        self._ringing = np.abs(_FREQS - (lo + hi) / 2) <= (hi - lo) / 2
+        self._band = np.abs(_FREQS - (lo + hi) / 2) <= (hi - lo) / 2
 
     def feed(self, frame: PCM) -> Segment | None:
-        """One 20 ms frame; a segment when one ended with this frame."""
+        """One 20 ms frame; a segment when one ended with this frame. Frames below `abs_floor_dbfs` (the
+        line between ringback bursts) cost a level and nothing more."""
         c = self.cfg
-        ev = self.tones.feed(frame)
-        if ev is not None:
-            self.events.append(ev)
-            self.report.ringback += ev.kind == "ringback"
         x = np.asarray(frame, dtype=np.float64)
-        spec = np.abs(np.fft.rfft(np.concatenate([self._prev, x]) * _WIN, 512)) ** 2
-        self._prev = x
-        prev, self._spec = self._spec, spec
-        ft = self.tones.last
-        level = ft.level_dbfs if ft is not None else -100.0
-        self._floor.append(level)
-        floor = float(np.percentile(np.fromiter(self._floor, float, len(self._floor)), c.floor_pct))
-        sound = level >= max(c.abs_floor_dbfs, floor + c.snr_db)
+        before, self._prev = self._prev, x
+        level = rms_dbfs(frame)
+        self._floor[self._n % len(self._floor)] = level
+        self._n += 1
+        held = self._floor[: min(self._n, len(self._floor))]
+        k = int(len(held) * c.floor_pct / 100.0)
+        floor = float(np.partition(held, k)[k])
+        tone = ringing = stable = False
+        if level >= c.abs_floor_dbfs:
+            spec = np.abs(np.fft.rfft(np.concatenate([before, x]) * _WIN, _NFFT)) ** 2
+            prev, self._spec = self._spec, spec
+            total = float(spec.sum())
+            if total > 0:
+                peak = _FREQS[int(np.argmax(spec))]
+                tone = float(spec[np.abs(_FREQS - peak) <= c.tone_band_hz].sum()) >= c.tone_ratio * total
+                ringing = float(spec[self._band].sum()) >= c.ringing_share * total
+            if prev is not None:
+                den = float(np.linalg.norm(spec) * np.linalg.norm(prev))
+                stable = den > 0 and float(spec @ prev) / den >= c.stable_sim
+        else:
+            self._spec = None
+        # a tone is sound even where it is all the floor has heard yet (ringback from the first packet)
+        sound = level >= c.abs_floor_dbfs and (level >= floor + c.snr_db or tone or ringing)
         if not self._pcm:
             if not sound:
                 self._pre.append(frame)
@@ -140,15 +158,10 @@ class EarlyMediaMonitor:
                 return self.flush()
             return None
         self._quiet = 0
-        sim = 0.0
-        if prev is not None:
-            den = float(np.linalg.norm(spec) * np.linalg.norm(prev))
-            sim = float(spec @ prev) / den if den > 0 else 0.0
         self._levels.append(level)
-        total = float(spec.sum())
-        ringing = total > 0 and float(spec[self._ringing].sum()) >= c.ringing_share * total
-        self._tonal.append(self.tones.single or ringing)
-        self._stable.append(sim >= c.stable_sim)
+        self._tonal.append(tone or ringing)
+        self._ringing.append(ringing)
+        self._stable.append(stable)
         if len(self._pcm) * FRAME_MS / 1000.0 >= c.max_s:
             return self.flush()
         return None
@@ -156,8 +169,10 @@ class EarlyMediaMonitor:
     def flush(self) -> Segment | None:
         """End the current segment (at answer too): classified, or None when there was no sound."""
         levels, tonal, stable = np.array(self._levels), np.array(self._tonal), np.array(self._stable)
+        ringing = np.array(self._ringing)
         pcm = np.concatenate(self._pcm) if self._pcm else np.zeros(0, np.int16)
-        self._levels, self._tonal, self._stable, self._pcm, self._quiet = [], [], [], [], 0
+        self._levels, self._tonal, self._ringing, self._stable = [], [], [], []
+        self._pcm, self._quiet = [], 0
         if len(levels) == 0:
             return None
         c = self.cfg
@@ -166,6 +181,7 @@ class EarlyMediaMonitor:
         if float(tonal[loud].mean()) >= c.tone_share:
             kind = "tone"
             self.report.tone_s += seconds
+            self.report.ringback += float(ringing[loud].mean()) >= c.tone_share
         elif seconds >= c.music_min_s and float(stable[loud].mean()) >= c.music_share:
             kind = "music"
             self.report.music_s += seconds
