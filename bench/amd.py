@@ -34,7 +34,9 @@ from bench.asr import transcribe_corpus  # noqa: E402
 from engine.audio import PCM, frames_of, ulaw_decode, ulaw_encode  # noqa: E402
 from engine.call.amd import AcousticAmd, decide  # noqa: E402
 from engine.call.beep import ToneDetector  # noqa: E402
+from engine.call.early import EarlyMediaMonitor  # noqa: E402
 from engine.call.turns import Endpointer  # noqa: E402
+from engine.dtmf import COL_FREQS, ROW_FREQS  # noqa: E402
 from tests.fixtures.audio.corpus import labels, load  # noqa: E402
 from tests.fixtures.audio.make_corpus import BEEP_AFTER  # noqa: E402
 
@@ -42,8 +44,8 @@ RESULTS = ROOT / "bench" / "results" / "amd.json"
 
 
 RATE = 8000
-_DTMF_ROWS = (697.0, 770.0, 852.0, 941.0)
-_DTMF_COLS = (1209.0, 1336.0, 1477.0, 1633.0)
+_DTMF_ROWS = ROW_FREQS
+_DTMF_COLS = COL_FREQS
 
 
 def _sine(hz: float, seconds: float, amp: float) -> Any:
@@ -167,6 +169,45 @@ def acoustic() -> dict[str, Any]:
             "per_class": dict(sorted(cadence.items())),
         },
         "acoustic_voicemail_decisions": dict(sorted(decisions.items())),
+        "early_media": early_media(rng),
+    }
+
+
+def _segments(pcm: PCM, rng: np.random.Generator) -> list[str]:
+    mon = EarlyMediaMonitor()
+    lead = rng.normal(0.0, 30.0, RATE // 2)  # early media starts with the line's noise
+    x = np.concatenate([lead, pcm.astype(np.float64), np.zeros(RATE)])
+    pcm = np.clip(np.round(x), -32768, 32767).astype(np.int16)
+    return [seg.kind for f in frames_of(pcm) if (seg := mon.feed(f)) is not None]
+
+
+def early_media(rng: np.random.Generator) -> dict[str, Any]:
+    """Early-media segments per source: speech (transcribed, text rules) must be found in every corpus
+    speech clip; ringback tone and music must never be speech."""
+    per: dict[str, dict[str, Any]] = {}
+
+    def add(key: str, kinds: list[str], ok: bool) -> None:
+        k = per.setdefault(key, {"n": 0, "correct": 0, "segments": {}})
+        k["n"] += 1
+        k["correct"] += ok
+        for kind in kinds:
+            k["segments"][kind] = k["segments"].get(kind, 0) + 1
+
+    for c in labels():
+        for degraded in (False, True):
+            kinds = _segments(load(c["id"], degraded=degraded), rng)
+            speechy = c["class"] not in ("music",)
+            ok = bool(kinds) and set(kinds) == {"speech"} if speechy else "speech" not in kinds
+            add(f"corpus_{c['class']}", kinds, ok)
+    for source, pcm, _ in generated(rng):
+        if source in ("ringback_cn", "ringback_us", "music"):
+            kinds = _segments(pcm, rng)
+            add(source, kinds, "speech" not in kinds)
+    for v in per.values():
+        v["accuracy"] = round(v["correct"] / v["n"], 3)
+    return {
+        "correct_means": "speech clips: found, and every segment speech; ringback/music: no speech segment",
+        "per_source": dict(sorted(per.items())),
     }
 
 

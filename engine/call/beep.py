@@ -10,9 +10,10 @@ finer peak frequency. Per frame:
   Voiced speech spreads its energy over several harmonics and moves: on the corpus its in-band ratio stays
   above 0.7 for at most 4 consecutive frames, well short of the 6 a 150 ms beep gives.
 * a second, non-harmonic peak holding `two_tone_share` of the energy marks a dual tone (DTMF, US
-  ringback): the frame is not a single tone. DTMF at the largest twist the gateway's Goertzel detector
-  accepts (8 dB) still puts 14 % in its weaker tone; harmonics of a clipped beep (k·f, folded at 4 kHz)
-  are not counted as a second tone.
+  ringback): the frame is not a single tone. DTMF at the largest twist the in-band DTMF detector
+  (engine.dtmf.GoertzelDetector, the one the gateway runs) accepts (8 dB) still puts 14 % in its weaker
+  tone; harmonics of a clipped beep (k·f, folded at 4 kHz) are not counted as a second tone. A frame that
+  detector classifies as a digit is never tonal either.
 
 Consecutive tonal frames whose peak stays within `max_drift_hz` of the run's mean form a tone. When it
 ends it is classified:
@@ -32,6 +33,7 @@ import numpy as np
 import numpy.typing as npt
 
 from engine.audio import FRAME_MS, FRAME_SAMPLES, PCM, SAMPLE_RATE, rms_dbfs
+from engine.dtmf import GoertzelDetector
 
 _NFFT = 1024
 _WIN = np.hanning(2 * FRAME_SAMPLES)
@@ -130,19 +132,32 @@ class ToneDetector:
         self._after: list[float] = []
         #: the last frame was part of a single tone in the beep band (callers mask it out of speech timing)
         self.tonal = False
+        #: the last frame was a single tone, in the beep band or not
+        self.single = False
         self.last: FrameTone | None = None
+        self._dtmf = GoertzelDetector()  # only its per-frame `classify` (no state)
 
-    def _is_tonal(self, ft: FrameTone) -> bool:
+    def _is_tonal(self, ft: FrameTone, frame: PCM) -> bool:
         c = self.cfg
-        return ft.level_dbfs > c.floor_dbfs and ft.ratio >= c.min_ratio and ft.second < c.two_tone_share
+        return (
+            ft.level_dbfs > c.floor_dbfs
+            and ft.ratio >= c.min_ratio
+            and ft.second < c.two_tone_share
+            and self._dtmf.classify(frame) is None
+        )
 
     def feed(self, frame: PCM) -> ToneEvent | None:
         x = np.asarray(frame, dtype=np.float64)
-        ft = analyse(np.concatenate([self._prev, x]), self.cfg.band_hz)
+        level = rms_dbfs(frame)
+        if level <= self.cfg.floor_dbfs:  # never tonal (the level is the frame's own): spare the FFT
+            ft = FrameTone(0.0, 0.0, 0.0, level)
+        else:
+            ft = analyse(np.concatenate([self._prev, x]), self.cfg.band_hz)
         self._prev = x
         self._t += FRAME_MS / 1000.0
         self.last = ft
-        tonal = self._is_tonal(ft)
+        tonal = self._is_tonal(ft, frame)
+        self.single = tonal
         event: ToneEvent | None = None
         if self._ended is not None:
             self._after.append(ft.level_dbfs)

@@ -24,6 +24,7 @@ import numpy as np
 
 from engine.audio import PCM
 from engine.call.amd import AcousticAmd, AmdDecision, decide
+from engine.call.early import EarlyMediaMonitor, EarlyMediaReport
 from engine.call.echo import EchoConfig, EchoGuard
 from engine.call.playback import PlaybackHandle
 from engine.call.transfer import Transferer, TransferResult
@@ -60,6 +61,10 @@ from engine.ports import (
 
 log = logging.getLogger("outcall.call")
 
+#: final responses that say less than a carrier announcement heard before them (480 without a cause, our
+#: own CANCEL's 487, "no route"); a specific one (486 busy, 404, Q.850 cause 20 ...) stands
+_VAGUE_FINAL = frozenset({Disposition.NO_ANSWER, Disposition.UNREACHABLE, Disposition.CANCELLED})
+
 T = TypeVar("T")
 
 #: intents acted on even when said over a non-interruptible prompt
@@ -95,6 +100,12 @@ class SessionConfig:
     acoustic_amd: bool = True
     #: after such a beep, how long the words heard up to it may still decide (text rules first)
     acoustic_wait_s: float = 2.0
+    #: read the line before answer (early media): ringback/彩铃 music is told apart and never heard as the
+    #: callee; speech there (a carrier announcement) goes to the text rules, at most this many utterances
+    #: (0: early media is read and dropped, never transcribed)
+    early_asr_max: int = 4
+    #: when the attempt fails before answer, how long a transcription of early media may still decide
+    early_asr_wait_s: float = 5.0
     #: the campaign's calling window (callee local time): call-back times are clamped into it
     calling_window: tuple[time, time] = DEFAULT_WINDOW
     #: the callee's time zone for call-back times (None: this machine's local zone)
@@ -234,6 +245,9 @@ class CallSession:
         self._human_heard = False
         self.amd: AmdDecision | None = None
         self._acoustic: tuple[AmdDecision, float] | None = None  # beep heard, waiting for the words
+        #: what the line played before answer (None: answered without reading early media)
+        self.early_media: EarlyMediaReport | None = None
+        self._early_asr: set[asyncio.Task[None]] = set()
         self.echo_guard: EchoGuard | None = None
         self.vad = vad
         self._spec: _Speculation | None = None
@@ -264,13 +278,34 @@ class CallSession:
 
     async def run(self) -> CallOutcome:
         started = self.leg.info.invited_at or self._now()
+        early = asyncio.ensure_future(self._early_media()) if self.leg.info.answered_at is None else None
         try:
             await self.leg.wait_answered()
         except TelephonyError as e:
             self._log(logging.INFO, "not answered: %s", e.disposition)
             await self.leg.wait_ended()
-            return self._outcome(started, disposition=e.disposition, error=None if e.sip_code else str(e))
+            if early is not None:  # its media ends with the leg: the reader finishes the last segment
+                await asyncio.wait({early}, timeout=1.0)
+            if self._early_asr:  # an announcement that just ended may still be in the recogniser
+                await asyncio.wait(self._early_asr, timeout=self.config.early_asr_wait_s)
+            # a carrier announcement's words (early media) say more than a vague final response
+            disposition = e.disposition
+            if self.amd is not None and e.disposition in _VAGUE_FINAL:
+                disposition = self.amd.disposition
+            return self._outcome(started, disposition=disposition, error=None if e.sip_code else str(e))
+        finally:
+            if early is not None:
+                early.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await early
+            for t in self._early_asr:
+                t.cancel()
         self._answer_t = self.clock.monotonic()
+        if self.amd is not None:  # decided on early media, answered before our CANCEL got there
+            with contextlib.suppress(Exception):
+                await self.leg.hangup("normal")
+            await self.leg.wait_ended()
+            return self._outcome(started, disposition=self._disposition or Disposition.FAILED, error=None)
         try:
             async with (
                 asyncio.timeout(self.plan.max_duration_s + 30.0) as watchdog,
@@ -355,6 +390,64 @@ class CallSession:
             reason=r.reason,
             attempts=r.attempts,
         )
+
+    # --- early media: before answer -----------------------------------------------------------------
+
+    async def _early_media(self) -> None:
+        """Read the line until answer (cancelled then): nothing played before answer is left queued to be
+        heard as the callee. Ringback tone and 彩铃 music are only counted; speech (a carrier announcement)
+        is transcribed and the text rules' announcements end the attempt with their disposition."""
+        mon = EarlyMediaMonitor()
+        self.early_media = mon.report
+        asked = 0
+        try:
+            async for frame in self.leg.frames():
+                seg = mon.feed(frame)
+                if seg is not None and seg.kind == "speech" and asked < self.config.early_asr_max:
+                    asked += 1
+                    self._early_transcribe(seg.pcm)
+        except asyncio.CancelledError:
+            mon.flush()  # answered: count what was still playing
+            raise
+        # the attempt ended before answer, maybe right as its announcement did
+        seg = mon.flush()
+        if seg is not None and seg.kind == "speech" and asked < self.config.early_asr_max:
+            self._early_transcribe(seg.pcm)
+
+    def _early_transcribe(self, pcm: PCM) -> None:
+        task = asyncio.ensure_future(self._early_words(pcm))
+        self._early_asr.add(task)
+        task.add_done_callback(self._early_asr.discard)
+
+    async def _early_words(self, pcm: PCM) -> None:
+        try:
+            text = (await self.recognizer.transcribe(pcm, sample_rate=8000)).text.strip()
+        except Exception as e:  # early media decides nothing then: the call goes on as if not heard
+            self._log(logging.WARNING, "transcribing early media failed: %s", e)
+            return
+        decision = decide(text) if text else None
+        if decision is None or decision.kind != "announcement" or self.amd is not None:
+            return
+        if self.leg.info.answered_at is not None:
+            return
+        self.amd = decision
+        self._disposition = decision.disposition
+        # before answer: no time from answer to give it
+        self.turns.append(
+            Turn(
+                speaker="callee",
+                text=text,
+                start_s=0.0,
+                end_s=0.0,
+                intent="announcement",
+                asr_engine=self.recognizer.name,
+            )
+        )
+        self._log(logging.INFO, "announcement in early media (%r; %s)", text, decision.pattern)
+        if self.leg.info.ended_at is None:  # still ringing: cancel it (else the final response came first)
+            self._hangup_by = "robot"
+            with contextlib.suppress(Exception):
+                await self.leg.hangup("normal")
 
     # --- media in: endpointing, barge-in, AMD --------------------------------------------------------
 

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from engine.audio import PCM, frames_of, ulaw_decode, ulaw_encode
-from engine.call.beep import ToneDetector, ToneEvent
-from gateway.rtp.dtmf import COL_FREQS, KEYPAD, ROW_FREQS, GoertzelDetector, tone
+from engine.call.beep import ToneConfig, ToneDetector, ToneEvent
+from engine.dtmf import COL_FREQS, KEYPAD, ROW_FREQS, GoertzelDetector
+from gateway.rtp.dtmf import tone
 from tests.fixtures.audio.corpus import labels, load
 from tests.fixtures.audio.make_corpus import BEEP_AFTER
 
@@ -182,3 +183,15 @@ def test_music_is_not_a_beep() -> None:
                 assert before_last_note == [], (harmonics, decay, snr, found)
                 if harmonics or decay > 3.0:
                     assert found == [], (harmonics, decay, snr, found)
+
+
+def test_dtmf_frames_are_never_tonal_even_without_the_two_tone_rule() -> None:
+    """The beep detector asks the in-band DTMF detector (engine.dtmf, the gateway's) about each frame:
+    with the second-peak rule switched off, a long DTMF press at 7 dB twist is still no tone."""
+    lax = ToneConfig(two_tone_share=1.0)
+    for digit in "159D":
+        x = np.concatenate([np.zeros(800), dtmf(digit, 0.6, 7.0), np.zeros(2400)])
+        pcm = np.round(x).astype(np.int16)
+        det = ToneDetector(lax)
+        found = [e for f in frames_of(pcm) if (e := det.feed(f)) is not None]
+        assert found == [], (digit, found)
