@@ -240,7 +240,7 @@ def add_parsers(sub: Any) -> None:
     m = sub.add_parser("models", help="train and evaluate the NLU model")
     ms = m.add_subparsers(dest="mcmd", required=True)
     tr = ms.add_parser("train", help="fine-tune the intent/emotion model on the base corpus (CPU, minutes)")
-    tr.add_argument("--epochs", type=int, default=6)
+    tr.add_argument("--epochs", type=int, default=10)
     tr.add_argument("--threads", type=int, default=2)
     tr.add_argument("--weights", default=None, help="output folder (default models/nlu/weights)")
     tr.add_argument("--models-dir", default=None, help="where `make models` put nlu-base")

@@ -2,8 +2,10 @@
 
 Chinese: characters swapped for homophones or near-homophones (same toneless pinyin, or the same after
 folding zh/z, ch/c, sh/s, n/l, -ng/-n as in models.nlu.phonetic and its pinyin table; candidates are
-the 3,755 common GB2312 level-1 characters), a character dropped or doubled, traditional characters
-where Whisper slips into them, sentence punctuation and stray spaces. English: dropped or doubled
+the 3,755 common GB2312 level-1 characters), now and then a looser confusion heard on 8 kHz lines
+(aspirated / unaspirated and other initials of one place: 不 -> 普 / 服, 是 -> 许), a character dropped or
+doubled, a filler or a stutter inside the reply, traditional characters where Whisper slips into them,
+sentence punctuation and stray spaces. English: dropped or doubled
 short words, homophones (to/two, no/know ...), contractions expanded or mangled, punctuation, capitals.
 
 Training (models.nlu.train) applies it to a share of the examples each epoch; the held-out and
@@ -73,17 +75,78 @@ def _homophones() -> tuple[dict[str, str], dict[str, list[str]], dict[str, list[
     return syl_of, dict(by_syl), dict(by_fold)
 
 
+# initials that a narrow-band line and a noisy ASR blur together (training noise only: the matching of
+# the do-not-call phrases in models.nlu.phonetic stays on the stricter fold())
+_LOOSE_INITIALS = (
+    ("b", "p", "f", "m"),
+    ("d", "t"),
+    ("g", "k", "h"),
+    ("j", "q", "x"),
+    ("z", "c", "s", "zh", "ch", "sh", "r"),
+    ("n", "l"),
+)
+_FILLERS_IN = ("嗯", "那个", "就是", "呃", "啊")
+
+
+def _initial(s: str) -> str:
+    for ini in (
+        "zh",
+        "ch",
+        "sh",
+        "b",
+        "p",
+        "m",
+        "f",
+        "d",
+        "t",
+        "n",
+        "l",
+        "g",
+        "k",
+        "h",
+        "j",
+        "q",
+        "x",
+        "r",
+        "z",
+        "c",
+        "s",
+        "y",
+        "w",
+    ):
+        if s.startswith(ini):
+            return ini
+    return ""
+
+
+@lru_cache(maxsize=1)
+def _loose() -> dict[str, list[str]]:
+    """loose class ('b/p/f/m|u') -> chars, over GB2312 level 1."""
+    syl_of, _by_syl, _by_fold = _homophones()
+    out: dict[str, list[str]] = defaultdict(list)
+    for ch, s in syl_of.items():
+        out[_loose_key(s)].append(ch)
+    return dict(out)
+
+
+def _loose_key(s: str) -> str:
+    ini = _initial(s)
+    group = next((g for g in _LOOSE_INITIALS if ini in g), (ini,))
+    return "/".join(group) + "|" + fold(s[len(ini) :] or s)
+
+
 def _sound_alike(ch: str, rng: random.Random) -> str:
     syl_of, by_syl, by_fold = _homophones()
     s = syl_of.get(ch)
     if s is None:
         return ch
-    pool = by_syl[s] if rng.random() < 0.7 else by_fold[fold(s)]
+    r = rng.random()
+    pool = by_syl[s] if r < 0.6 else by_fold[fold(s)] if r < 0.85 else _loose().get(_loose_key(s), [ch])
     others = [c for c in pool if c != ch]
     return rng.choice(others) if others else ch
 
 
-def asr_noise_zh(text: str, rng: random.Random, rate: float = 0.12) -> str:
+def asr_noise_zh(text: str, rng: random.Random, rate: float = 0.15) -> str:
     """Garble a Chinese reply the way ASR does (about `rate` of the characters swapped)."""
     chars = list(text)
     cjk = [i for i, c in enumerate(chars) if "\u4e00" <= c <= "\u9fff"]
@@ -98,6 +161,10 @@ def asr_noise_zh(text: str, rng: random.Random, rate: float = 0.12) -> str:
     elif r < 0.2:
         i = rng.randrange(len(chars))
         chars.insert(i, chars[i])
+    elif r < 0.28 and len(chars) > 2:  # a filler inside the reply (我那个不需要)
+        chars.insert(rng.randrange(1, len(chars)), rng.choice(_FILLERS_IN))
+    elif r < 0.31:  # a stutter / a short Whisper loop at the end
+        chars.extend(chars[-1:] * rng.randint(2, 4))
     if rng.random() < 0.15:
         chars = [_S2T.get(c, c) if rng.random() < 0.7 else c for c in chars]
     out = "".join(chars)

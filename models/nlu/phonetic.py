@@ -114,18 +114,22 @@ def _p(*alts: str) -> re.Pattern[str]:
     return re.compile(r"(?:^| )(?:" + body + r")(?= |$)")
 
 
-_NEG = r"(?:bie|bu yao|bu xu|bu zhun)"  # 别 不要 不许 不准
+# 别 不要 不许 不准, and 别/不 heard with a neighbouring initial (撇打了, 普要再打, 服要再打了)
+_NEG = r"(?:bie|pie|bu yao|pu yao|fu yao|bu xu|pu xu|bu zhun)"
 _AGAIN = r"(?:zai |hai )?"  # 再/在 还
+_ZAI = r"(?:zai|cai)"  # 再 heard as 才/菜/财 (不要才打了)
 _TO_ME = r"(?:gei wo |wang zhe |wang zhe li )?"  # 给我 往这(里)
 # after 打 in 别再打: the end, a particle or what is being called (so 不要在大厅 does not match)
 _END = r"(?= (?:le|la|a|ya|ne|ba|ma|dian hua|guo lai|lai|gei|wo|zhe|ge|yi|le)(?= |$)|$)"
 STOP_CALLING = _p(
-    rf"{_NEG} zai {_TO_ME}da{_END}",  # 别再打 不要再打 别再给我打 (and 别在达, 不要在大)
+    rf"{_NEG} {_ZAI} {_TO_ME}da{_END}",  # 别再打 不要再打 别再给我打 (and 别在达, 不要在大, 不要才打了)
+    rf"{_NEG} {_ZAI} ta (?:le|la)$",  # 别再它了 (打 heard as 它/塌 at the very end; not 不要他了)
     rf"{_NEG} {_TO_ME}da (?:le|dian hua|guo lai|lai le|lai|zhe ge)",  # 别打了 别打电话 别给我打过来
     rf"{_NEG} {_AGAIN}(?:lian xi|sao rao|da rao) wo",  # 别再联系我 不要骚扰我 别打扰我
     rf"{_NEG} {_AGAIN}(?:lai|da) dian hua",  # 别来电话 不要再打电话
     r"la hei",  # 拉黑
-    r"(?:shan|qu) (?:diao|chu) wo de (?:hao ma|dian hua|hao|shou ji)",  # 删掉/去除 我的号码/电话/手机
+    # 删掉/去除 我的号码/电话/手机; with that object, 删 heard as 涨/然/参 is still 删
+    r"(?:shan|zan|can|ran|qu) (?:diao|chu|tiao) wo de (?:hao ma|dian hua|hao|shou ji)",
     r"ba wo (?:de hao ma |de dian hua )?(?:shan|la hei|yi chu)",  # 把我删了 把我拉黑
     rf"yi hou (?:dou |jiu )?{_NEG} (?:zai )?(?:da|lian xi|lai)",  # 以后都别打/联系
     r"zai da (?:yi ci |yi xia )?(?:wo )?(?:jiu )?(?:bao jing|tou su|la hei)",  # 再打就报警/投诉/拉黑

@@ -106,7 +106,8 @@ PRIORITY_RULES: tuple[Rule, ...] = (
             r"stop (?:contacting|bothering|harassing)",
             r"do not call list",
             r"lose my number",
-            rf"{_NO_T} (?:ever )?(?:call|ring|phone|contact|bother|bug|come) (?:me |us |here |this number )?"
+            # not "come": "don't come again" (a visit, or ASR's guess at "call") is no do-not-call evidence
+            rf"{_NO_T} (?:ever )?(?:call|ring|phone|contact|bother|bug) (?:me |us |here |this number )?"
             r"(?:again|anymore|any more)",
             r"quit (?:calling|phoning|ringing)",
             r"stop (?:phoning|ringing|texting)",
@@ -539,6 +540,9 @@ class RulesClassifier:
     def _intent(self, t: str, lang: str, ctx: ClassifyContext) -> tuple[str, float]:
         for rule in PRIORITY_RULES:
             if (rule.zh if lang == "zh" else rule.en).search(t):
+                if rule.intent == Intent.COMPLAINT and lang == "zh" and sounds_like_stop_calling(t):
+                    # 不要再骚扰我了 with 不要 garbled (哺摇再骚扰我了) is still a do-not-call request
+                    return Intent.STOP_CALLING, 0.9
                 return rule.intent, 0.95
         if lang == "zh":  # the same phrases heard with the wrong characters (ASR homophones)
             if sounds_like_stop_calling(t):

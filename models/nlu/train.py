@@ -57,7 +57,7 @@ def train(
     base_dir: Path,
     out_dir: Path = WEIGHTS_DIR,
     *,
-    epochs: int = 6,
+    epochs: int = 10,
     batch_size: int = 16,
     lr: float = 2e-3,
     head_lr: float = 5e-3,
@@ -66,7 +66,8 @@ def train(
     seed: int = 7,
     threads: int = 2,
     first_layer: int = 4,
-    asr_share: float = 0.4,
+    asr_share: float = 0.5,
+    emotion_weight: float = 0.5,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Train, write adapter + card into out_dir, evaluate the shipped classifier; returns the card."""
@@ -112,7 +113,7 @@ def train(
             yi = torch.tensor([intents.index(e.intent) for e in batch])
             ye = torch.tensor([emotions.index(e.emotion) for e in batch])
             li, le, _ = net(ids, mask)
-            loss = ce(li, yi) + 0.3 * ce(le, ye)
+            loss = ce(li, yi) + emotion_weight * ce(le, ye)
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -153,6 +154,7 @@ def train(
             "seed": seed,
             "threads": threads,
             "asr_noise_share": asr_share,
+            "emotion_loss_weight": emotion_weight,
             "seconds": round(train_s, 1),
         },
     }
@@ -208,7 +210,8 @@ def card_markdown(card: dict[str, Any]) -> str:
         "",
         f"- trained: {card['date']} on CPU ({tr['threads']} threads, "
         f"{tr['seconds']} s, {tr['epochs']} epochs, seed {tr['seed']}; ASR-style noise on "
-        f"{tr.get('asr_noise_share', 0)} of the examples: models.nlu.asr_noise)",
+        f"{tr.get('asr_noise_share', 0)} of the examples: models.nlu.asr_noise; emotion loss weight "
+        f"{tr.get('emotion_loss_weight', 0.3)})",
         f"- base: {card['base']}; rebuilt at install by `python -m models.install --only nlu`",
         f"- shipped here: LoRA rank {lora['rank']} ({lora['targets']}, layers {lora.get('first_layer', 0)}+) "
         "+ intent/emotion heads "

@@ -47,6 +47,47 @@ def test_asr_garbled_do_not_call_is_stop_calling(garbled: str) -> None:
     assert C.classify_one(garbled, ZH).intent == Intent.STOP_CALLING, syllables(garbled)
 
 
+@pytest.mark.parametrize(
+    "garbled",
+    [
+        "哺摇再骚扰我了",  # 不要 garbled, 骚扰 intact: do-not-call wins over the complaint keyword
+        "不要才打了",  # 再 -> 才
+        "不要菜给我打了",  # 再 -> 菜
+        "别再它了",  # 打 -> 它, at the very end
+        "撇打了",  # 别 -> 撇
+        "普要再打电话了",  # 不 -> 普
+        "服要再打了",  # 不 -> 服
+        "涨掉我的电话",  # 删 -> 涨, kept apart by the object 我的电话
+        "参掉我的号码",
+        "斋打我舅投诉",  # 再打我就投诉: do-not-call, not only a complaint
+    ],
+)
+def test_looser_sound_alikes_of_do_not_call_phrases(garbled: str) -> None:
+    assert sounds_like_stop_calling(garbled), syllables(garbled)
+    assert C.classify_one(garbled, ZH).intent == Intent.STOP_CALLING
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "不要他了",  # 他 after 不要 without 再: "I don't want him"
+        "别管他了",
+        "别再他那儿等了",  # 再 + 他 not at the end
+        "我要特别大的",  # ...bie da de
+        "服药再打针",  # fu yao zai da + zhen: an injection
+        "不要菜了",
+        "我才打了一会儿游戏",
+        "删掉那张照片",  # 删掉 without 我的号码/电话
+        "张掉了一颗牙",
+        "你们天天骚扰我",  # a complaint, not a do-not-call request
+        "骚扰电话太多了",
+    ],
+)
+def test_looser_sound_alikes_do_not_fire_on_ordinary_replies(text: str) -> None:
+    assert not sounds_like_stop_calling(text), syllables(text)
+    assert C.classify_one(text, ZH).intent != Intent.STOP_CALLING
+
+
 @pytest.mark.parametrize("garbled", ["我要头诉你们", "你们这是搜饶", "我去公信部举法", "天天扫绕烦死了"])
 def test_asr_garbled_complaint_is_complaint(garbled: str) -> None:
     assert C.classify_one(garbled, ZH).intent in (Intent.COMPLAINT, Intent.STOP_CALLING)
@@ -92,7 +133,9 @@ def test_through_asr_stop_calling_caught_whenever_the_transcript_kept_the_sounds
     caught = [
         e for e in rows if C.classify_one(e.text, ClassifyContext(language=e.lang)).intent == "stop_calling"
     ]
-    assert len(caught) >= 12, [e.text for e in rows if e not in caught]
+    # 11 of 17 in the committed set; the misses: "Don't come again." (no evidence alone, see below), an
+    # empty transcript and four with no do-not-call sound left (这些人是不在意 for 打什么打别打了)
+    assert len(caught) >= 11, [e.text for e in rows if e not in caught]
 
 
 @pytest.mark.parametrize(
@@ -109,10 +152,24 @@ def test_plain_refusals_are_not_affirm(text: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["don't call me again", "Don't come again.", "quit calling me", "please don't ring here anymore"]
+    "text",
+    [
+        "don't call me again",
+        "quit calling me",
+        "please don't ring here anymore",
+        "Stop calling me.",
+        "remove my number",
+        "Please take me off your list.",
+    ],
 )
 def test_english_do_not_call_variants(text: str) -> None:
     assert C.classify_one(text, ClassifyContext(language="en")).intent == Intent.STOP_CALLING
+
+
+@pytest.mark.parametrize("text", ["Don't come again.", "come again", "don't come here again tomorrow"])
+def test_english_come_again_alone_is_no_do_not_call_evidence(text: str) -> None:
+    """A lone "don't come again" (a visit, or ASR's guess at "call") never ends a call by the rules."""
+    assert C.classify_one(text, ClassifyContext(language="en")).intent != Intent.STOP_CALLING
 
 
 @pytest.mark.parametrize("text", ["he doesn't live here anymore", "it doesn't hurt anymore", "don't worry"])
