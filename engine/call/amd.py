@@ -136,6 +136,20 @@ class Cadence:
         return self.verdict
 
 
+class LevelFloor:
+    """Whether a frame is loud: `snr_db` above the quietest frame of the last `floor_s` (see
+    CadenceConfig.snr_db: steady line noise is never loud, speech between its pauses is)."""
+
+    def __init__(self, snr_db: float = 6.0, floor_s: float = 1.5) -> None:
+        self.snr_db = snr_db
+        self._levels: deque[float] = deque(maxlen=max(1, round(floor_s * 1000 / FRAME_MS)))
+
+    def loud(self, frame: PCM) -> bool:
+        level = rms_dbfs(frame)
+        self._levels.append(level)
+        return level >= min(self._levels) + self.snr_db
+
+
 class AcousticAmd:
     """Beep + cadence on the frames after answer. `feed` each 20 ms frame with the Endpointer's speech
     decision for it; returns a voicemail decision once, when a beep follows a greeting that is longer
@@ -150,16 +164,14 @@ class AcousticAmd:
     ) -> None:
         self.tones = ToneDetector(tone)
         self.cadence = Cadence(cadence)
-        self._levels: deque[float] = deque(maxlen=max(1, round(self.cadence.cfg.floor_s * 1000 / FRAME_MS)))
+        self._floor = LevelFloor(self.cadence.cfg.snr_db, self.cadence.cfg.floor_s)
         self.beep_within_s = beep_within_s
         self.events: list[ToneEvent] = []
         self.decision: AmdDecision | None = None
 
     def feed(self, frame: PCM, speech: bool) -> AmdDecision | None:
         ev = self.tones.feed(frame)
-        level = rms_dbfs(frame)
-        self._levels.append(level)
-        loud = level >= min(self._levels) + self.cadence.cfg.snr_db
+        loud = self._floor.loud(frame)
         # a beep is loud enough to be "speech" to an energy endpointer: it is not part of the greeting
         self.cadence.feed(speech and loud and not self.tones.tonal)
         if ev is None or self.decision is not None:
@@ -181,3 +193,38 @@ class AcousticAmd:
             )
             return self.decision
         return None
+
+
+class MessageCue:
+    """When to start a message left on a voicemail or with a phone assistant (dialplan `voicemail:`).
+
+    Fed every frame after answer (with the Endpointer's speech decision), it keeps when the last speech
+    ended and whether a beep came after it. `ready` (asked once a machine was decided): right after the
+    beep that followed the greeting, or once the line has been quiet for `quiet_s` since the greeting
+    (assistants and beep-less mailboxes wait for the caller to speak). A beep is a tone, never speech."""
+
+    def __init__(self, quiet_s: float = 2.0, tone: ToneConfig | None = None) -> None:
+        self.quiet_s = quiet_s
+        self.tones = ToneDetector(tone)
+        self._t = 0.0
+        self._last_speech: float | None = None
+        self._beep_after_speech = False
+        self._floor = LevelFloor()
+
+    def feed(self, frame: PCM, speech: bool) -> None:
+        self._t += FRAME_MS / 1000.0
+        ev = self.tones.feed(frame)
+        loud = self._floor.loud(frame)
+        if ev is not None and ev.kind == "beep":
+            self._beep_after_speech = True
+        elif speech and loud and not self.tones.tonal:
+            self._last_speech = self._t
+            self._beep_after_speech = False
+
+    @property
+    def ready(self) -> str | None:
+        """'beep' or 'quiet' when the message may start now, else None."""
+        if self._beep_after_speech:
+            return "beep"
+        since = self._t - (self._last_speech or 0.0)
+        return "quiet" if since >= self.quiet_s else None

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from engine.audio import PCM
-from engine.call.amd import AcousticAmd, AmdDecision, decide
+from engine.call.amd import AcousticAmd, AmdDecision, MessageCue, decide
 from engine.call.early import EarlyMediaMonitor, EarlyMediaReport
 from engine.call.echo import EchoConfig, EchoGuard
 from engine.call.playback import PlaybackHandle
@@ -265,6 +265,16 @@ class CallSession:
         self._tg: asyncio.TaskGroup | None = None
         self._media_task: asyncio.Task[None] | None = None
         self._watchdog: asyncio.Timeout | None = None
+        #: dialplan `voicemail: leave_message`: the beep / quiet-line detector, and the message once a
+        #: voicemail or assistant answered
+        vm = plan.voicemail
+        self._cue = MessageCue(vm.quiet_s) if vm.action == "leave_message" else None
+        self._machine_msg: Say | None = None
+        self._cue_ready = asyncio.Event()
+        self._leg_gone = asyncio.Event()
+        #: how the message was left: "beep" / "quiet" (then played in full), "hung_up" (the line ended
+        #: first); None when there was none to leave
+        self.voicemail_message: str | None = None
 
     @property
     def call_id(self) -> str:
@@ -316,6 +326,8 @@ class CallSession:
                 events = tg.create_task(self._events())
                 try:
                     await self._dialog()
+                    if self._machine_msg is not None:
+                        await self._leave_message(self._machine_msg)
                 finally:
                     if self._media_task is not None:
                         self._media_task.cancel()
@@ -492,6 +504,10 @@ class CallSession:
                 if ended is not None:
                     ev = ended
                     self.early_ends += 1
+            if self._cue is not None and not self._cue_ready.is_set():
+                self._cue.feed(frame, ep.frame_speech)
+                if self._machine_msg is not None and self._cue.ready:
+                    self._cue_ready.set()
             if acoustic is not None:  # beside the endpointer: nothing here waits for it
                 if self.amd is not None or self._rel() > self.config.amd_window_s:
                     acoustic = None
@@ -652,7 +668,49 @@ class CallSession:
         )
         self._log(logging.INFO, "%s detected (%r; %s)", decision.kind, text, decision.pattern)
         self.leg.clear()
+        if self._cue is not None:
+            self._machine_msg = self.runner.machine_message(decision.kind)
+            if self._machine_msg is not None and self._cue.ready:
+                self._cue_ready.set()
         self._ended.set()
+
+    async def _leave_message(self, msg: Say) -> None:
+        """Wait for the beep (or a quiet line), speak the plan's message in full, then the call ends."""
+        vm = self.plan.voicemail
+        gone = asyncio.ensure_future(self._leg_gone.wait())
+        try:
+            ready = asyncio.ensure_future(self._cue_ready.wait())
+            limit = asyncio.ensure_future(self.clock.sleep(vm.beep_wait_s))
+            await asyncio.wait({gone, ready, limit}, return_when=asyncio.FIRST_COMPLETED)
+            for f in (ready, limit):
+                f.cancel()
+            if gone.done():
+                self.voicemail_message = "hung_up"
+                return
+            cue = (self._cue.ready if self._cue is not None else None) or "timeout"
+            pcm = await self._prompt_pcm(msg)
+            t0 = self._rel()
+            handle = self.leg.play(pcm, label="voicemail")
+            played = asyncio.ensure_future(handle.wait())
+            await asyncio.wait({gone, played}, return_when=asyncio.FIRST_COMPLETED)
+            played.cancel()
+            whole = handle.done and not handle.interrupted
+            self.voicemail_message = cue if whole else "hung_up"
+            self.turns.append(
+                Turn(
+                    speaker="bot",
+                    text=msg.text if whole else msg.text[: round(len(msg.text) * handle.fraction_played)],
+                    node="voicemail",
+                    start_s=t0,
+                    end_s=self._rel(),
+                    interrupted=not whole,
+                )
+            )
+            if whole:
+                self.runner.state.tags.append("voicemail_message")
+            self._log(logging.INFO, "voicemail message after %s: %s", cue, self.voicemail_message)
+        finally:
+            gone.cancel()
 
     async def _events(self) -> None:
         async for ev in self.leg.events():
@@ -661,6 +719,7 @@ class CallSession:
             elif isinstance(ev, MediaTimeout):
                 self._disposition = Disposition.MEDIA_TIMEOUT
             elif isinstance(ev, Ended):
+                self._leg_gone.set()
                 if self._hangup_by is None:
                     self._hangup_by = ev.by
                 self._ended.set()
@@ -790,17 +849,18 @@ class CallSession:
         if handle is not None and not handle.done:
             await self._race(handle.wait())
 
-    async def _say(self, action: Say) -> None:
-        pcm = None
+    async def _prompt_pcm(self, action: Say) -> PCM:
         if action.wav and self.prompt_audio is not None:
             try:
-                pcm = await self.prompt_audio(action.wav)
+                return await self.prompt_audio(action.wav)
             except ModelError as e:  # a broken recording must not end the call: speak the text instead
                 self._log(
                     logging.WARNING, "recorded prompt %s unusable (%s): synthesising its text", action.wav, e
                 )
-        if pcm is None:
-            pcm = await self.synthesizer.render(action.text, voice=self.plan.voice)
+        return await self.synthesizer.render(action.text, voice=self.plan.voice)
+
+    async def _say(self, action: Say) -> None:
+        pcm = await self._prompt_pcm(action)
         if self._ended.is_set():
             return
         t0 = self._rel()

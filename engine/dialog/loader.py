@@ -291,6 +291,13 @@ def check(
                         f"recorded prompt {wav!r} not found",
                         f"paths are relative to {base_dir}",
                     )
+        vm = plan.voicemail.wav
+        if vm and not (base_dir / vm).is_file():
+            yield prob(
+                ("voicemail", "wav"),
+                f"recorded message {vm!r} not found",
+                f"paths are relative to {base_dir}",
+            )
     yield from _check_variants(plan, m, path)
 
 
@@ -375,6 +382,8 @@ def _texts(plan: Dialplan) -> Iterator[tuple[tuple[str | int, ...], str]]:
         v = getattr(pre, key)
         if v:
             yield ("preamble", key), v
+    if plan.voicemail.say:
+        yield ("voicemail", "say"), plan.voicemail.say
     for name, node in plan.nodes.items():
         for t in node.texts():
             yield ("nodes", name, "say"), t

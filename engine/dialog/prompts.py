@@ -13,6 +13,8 @@ def all_texts(plan: Dialplan) -> list[str]:
     for t in (pre.disclosure, pre.recording_notice if pre.recording else None):
         if t:
             texts.append(t)
+    if plan.voicemail.action == "leave_message" and plan.voicemail.say:
+        texts.append(plan.voicemail.say)
     for node in plan.nodes.values():
         texts += node.texts()
         if isinstance(node, AskNode):

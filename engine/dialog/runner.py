@@ -220,6 +220,16 @@ class Runner:
 
     # --- internals -----------------------------------------------------------------------------------
 
+    def machine_message(self, kind: str) -> Say | None:
+        """The message to leave when a machine answered (`kind` voicemail | assistant), per the plan's
+        voicemail section; None: hang up without one."""
+        vm = self.plan.voicemail
+        if vm.action != "leave_message" or (kind == "assistant" and not vm.assistants):
+            return None
+        if kind not in ("voicemail", "assistant"):
+            return None
+        return Say(self._t(vm.say or ""), "voicemail", interruptible=False, wav=vm.wav, kind="voicemail")
+
     def _t(self, text: str) -> str:
         return render(text, self.state.variables)
 

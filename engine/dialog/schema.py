@@ -223,6 +223,24 @@ class Preamble(_Strict):
         return self
 
 
+class Voicemail(_Strict):
+    """What to do when a voicemail or a phone AI assistant (机主的智能助理) answers: hang up (the default),
+    or wait for the beep (or the greeting's end) and leave a short message, then hang up."""
+
+    action: Literal["hangup", "leave_message"] = "hangup"
+    say: str | None = Field(None, description="the message (with {{var}}); required for leave_message")
+    wav: str | None = Field(None, description="a recorded message (8 kHz WAV), spoken instead of `say`")
+    assistants: bool = Field(True, description="leave it with phone AI assistants too (they pass it on)")
+    beep_wait_s: float = Field(8.0, gt=0, le=30, description="longest wait for the beep or a quiet line")
+    quiet_s: float = Field(2.0, gt=0, le=5, description="a quiet line this long counts as recording")
+
+    @model_validator(mode="after")
+    def _message(self) -> Voicemail:
+        if self.action == "leave_message" and not (self.say or self.wav):
+            raise ValueError("action leave_message needs the message: say (or wav)")
+        return self
+
+
 class IntentDecl(_Strict):
     examples: list[str] = Field(min_length=1)
     description: str = ""
@@ -258,6 +276,7 @@ class Dialplan(_Strict):
     description: str = ""
     variables: dict[str, Any] = Field(default_factory=dict, description="variables and their defaults")
     preamble: Preamble = Field(default_factory=Preamble)
+    voicemail: Voicemail = Field(default_factory=Voicemail)
     start: str
     max_turns: int = Field(12, ge=1)
     max_duration_s: float = Field(300.0, gt=0)

@@ -12,9 +12,11 @@ import shutil
 import wave
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+from peers import SIPP_DIR, SippServer, tts_wav, write_rtp_pcap
 
 import dialplans
 from engine.audio import PCM
@@ -23,7 +25,6 @@ from engine.dispositions import Disposition
 from engine.ports import Transcript
 from gateway.leg import SipCallLeg
 from gateway.sip.ua import UserAgent
-from tests.e2e.peers import SIPP_DIR, SippServer, tts_wav, write_rtp_pcap
 from tests.engine.fakes import KeywordClassifier, ToneSynth
 from tests.fixtures.audio.corpus import read_wav
 from tests.fixtures.audio.make_corpus import ringback_music
@@ -172,3 +173,65 @@ async def test_announcement_in_early_media_is_transcribed_and_a_specific_final_r
     assert session.amd.disposition is Disposition.UNREACHABLE
     assert session.early_media is not None and session.early_media.speech_s > 1.0, session.early_media
     uas.wait(10).check()
+
+
+class Greeting:
+    """What an ASR makes of the mailbox's greeting (vm_zh: 机主现在不方便接听，请在提示音后留言)."""
+
+    name = "fake-asr"
+
+    async def transcribe(self, pcm: PCM, *, sample_rate: int = 8000) -> Transcript:
+        return Transcript(text="您好，机主现在不方便接听，请在提示音后留言。", engine=self.name)
+
+
+def _voiced_runs(pcm: np.ndarray, min_gap_s: float = 0.3) -> list[tuple[float, float]]:
+    """(start_s, end_s) of stretches louder than -40 dBFS in 20 ms frames, joined across short gaps."""
+    n = len(pcm) // 160
+    frames = pcm[: n * 160].astype(np.float64).reshape(n, 160)
+    loud = np.sqrt(np.mean(frames**2, axis=1)) > 32768 * 10 ** (-40 / 20)
+    runs: list[tuple[float, float]] = []
+    for i in np.flatnonzero(loud):
+        t = i * 0.02
+        if runs and t - runs[-1][1] <= min_gap_s:
+            runs[-1] = (runs[-1][0], t + 0.02)
+        else:
+            runs.append((t, t + 0.02))
+    return runs
+
+
+async def test_message_left_on_a_real_mailbox_after_its_beep(
+    ua: UserAgent, baresip: Callable[..., Any], tmp_path: Path
+) -> None:
+    """baresip answers with a recorded greeting and beep and records what we send: with the plan's
+    `voicemail: leave_message`, our message arrives after the beep, whole, and then we hang up."""
+    from tests.engine.test_voicemail_message import LEAVE, plan_with
+    from tests.fixtures.audio.corpus import load
+
+    greeting = load("vm_zh", degraded=True)
+    delay = 0.5
+    beep_end = delay + (len(greeting) - 2400 - 1600) / RATE  # the clip ends 0.5 s after its beep
+    callee = baresip(audio=_write(tmp_path / "vm.wav", greeting.astype(float)), delay_s=delay, tail_s=15.0)
+    leg = await ua.originate(callee.uri, caller_id="1001")
+    synth = ToneSynth()
+    session = CallSession(
+        leg,
+        plan_with(LEAVE),
+        recognizer=Greeting(),
+        classifier=KeywordClassifier(),
+        synthesizer=synth,
+        config=SessionConfig(),
+    )
+    outcome = await asyncio.wait_for(session.run(), 40)
+    assert outcome.disposition is Disposition.VOICEMAIL and outcome.hangup_by == "robot"
+    assert session.voicemail_message == "beep" and "voicemail_message" in outcome.tags
+    await callee.wait_event_async("CALL_CLOSED", 10.0)
+    heard = read_wav(callee.recording("dec"))
+    runs = _voiced_runs(heard)
+    message = [r for r in runs if r[0] > beep_end - 0.2]
+    assert len(message) == 1, (runs, beep_end)
+    start, end = message[0]
+    expected = 0.05 * len(synth.rendered[-1]) + 0.2  # ToneSynth's length for the message text
+    assert beep_end < start <= beep_end + 1.5, (start, beep_end)
+    assert abs((end - start) - expected) <= 0.2, (end - start, expected)
+    # nothing of ours overlapped the greeting after the decision: the greeting prompt was cut
+    assert all(r[1] <= beep_end for r in runs if r is not message[0])
