@@ -82,7 +82,7 @@ def load_corpus(data_dir: Path = DATA_DIR, languages: Sequence[str] = LANGUAGES)
 def data_hash(data_dir: Path = DATA_DIR) -> str:
     """sha256 over the corpus files and the held-out split (recorded in the model card)."""
     h = hashlib.sha256()
-    for name in [*(f"corpus_{lang}.txt" for lang in LANGUAGES), "heldout.jsonl"]:
+    for name in [*(f"corpus_{lang}.txt" for lang in LANGUAGES), "heldout.jsonl", "asr_train.jsonl"]:
         p = data_dir / name
         if p.is_file():
             h.update(name.encode())

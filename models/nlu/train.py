@@ -22,6 +22,7 @@ from torch import nn
 
 from engine.intents import BASE_INTENTS
 from models.nlu.asr_noise import asr_noise
+from models.nlu.asr_train import load_asr_train
 from models.nlu.corpus import EMOTIONS, Example, data_hash, load_asr_eval, load_splits
 from models.nlu.encoder import ADAPTER_FILE, CARD_FILE, TextEncoder, build_net, trainable_state
 
@@ -53,6 +54,18 @@ def augment(text: str, lang: str, rng: random.Random) -> str:
     return text
 
 
+def _draw(
+    e: Example, heard: dict[tuple[str, str], str], rng: random.Random, asr_share: float, real_share: float
+) -> str:
+    """One training input for example `e`: its real ASR transcript, synthetic ASR noise, or the text."""
+    real = heard.get((e.lang, e.text))
+    if real is not None and rng.random() < real_share:
+        return real
+    if rng.random() < asr_share:
+        return asr_noise(augment(e.text, e.lang, rng), e.lang, rng)
+    return augment(e.text, e.lang, rng)
+
+
 def train(
     base_dir: Path,
     out_dir: Path = WEIGHTS_DIR,
@@ -67,6 +80,7 @@ def train(
     threads: int = 2,
     first_layer: int = 4,
     asr_share: float = 0.5,
+    real_asr_share: float = 0.5,
     emotion_weight: float = 0.5,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
@@ -78,6 +92,15 @@ def train(
     intents = list(BASE_INTENTS)
     emotions = list(EMOTIONS)
     train_set, heldout = load_splits()
+    # training texts as the telephone channel + Whisper really heard them (asr_train.jsonl; never a
+    # held-out text): used in place of the text for `real_asr_share` of the draws
+    held = {(e.lang, e.text) for e in heldout}
+    heard: dict[tuple[str, str], str] = {
+        (r["lang"], r["text"]): r["asr"]
+        for r in load_asr_train()
+        if r["asr"].strip() and (r["lang"], r["text"]) not in held
+    }
+    say(f"{len(heard)} training texts with a real ASR transcript")
     enc = TextEncoder(base_dir)
     net = build_net(base_dir, len(intents), len(emotions), rank, alpha, first_layer)
     params = [p for p in net.parameters() if p.requires_grad]
@@ -103,12 +126,7 @@ def train(
         running = 0.0
         for i in range(0, len(order), batch_size):
             batch = order[i : i + batch_size]
-            texts = [
-                asr_noise(augment(e.text, e.lang, rng), e.lang, rng)
-                if rng.random() < asr_share
-                else augment(e.text, e.lang, rng)
-                for e in batch
-            ]
+            texts = [_draw(e, heard, rng, asr_share, real_asr_share) for e in batch]
             ids, mask = enc.batch(texts)
             yi = torch.tensor([intents.index(e.intent) for e in batch])
             ye = torch.tensor([emotions.index(e.emotion) for e in batch])
@@ -154,6 +172,8 @@ def train(
             "seed": seed,
             "threads": threads,
             "asr_noise_share": asr_share,
+            "real_asr_texts": len(heard),
+            "real_asr_share": real_asr_share,
             "emotion_loss_weight": emotion_weight,
             "seconds": round(train_s, 1),
         },
@@ -210,7 +230,9 @@ def card_markdown(card: dict[str, Any]) -> str:
         "",
         f"- trained: {card['date']} on CPU ({tr['threads']} threads, "
         f"{tr['seconds']} s, {tr['epochs']} epochs, seed {tr['seed']}; ASR-style noise on "
-        f"{tr.get('asr_noise_share', 0)} of the examples: models.nlu.asr_noise; emotion loss weight "
+        f"{tr.get('asr_noise_share', 0)} of the examples: models.nlu.asr_noise; real Whisper transcripts "
+        f"of {tr.get('real_asr_texts', 0)} training texts (asr_train.jsonl) for "
+        f"{tr.get('real_asr_share', 0)} of their draws; emotion loss weight "
         f"{tr.get('emotion_loss_weight', 0.3)})",
         f"- base: {card['base']}; rebuilt at install by `python -m models.install --only nlu`",
         f"- shipped here: LoRA rank {lora['rank']} ({lora['targets']}, layers {lora.get('first_layer', 0)}+) "
