@@ -4,7 +4,8 @@ corpus_*.txt: "## intent emotion" headers, then one reply per line ("text" or "t
 heldout.jsonl: the held-out split (about 20% of every intent in every language, chosen by a stable hash of
 the text). It is committed and training never sees it; `python -m models.nlu.corpus --resplit` rewrites it
 (only when the corpus changed on purpose). asr_eval.jsonl: the held-out texts passed through TTS ->
-8 kHz µ-law + noise -> ASR (models/nlu/asr_eval.py builds it).
+8 kHz µ-law + noise -> ASR (models/nlu/asr_eval.py builds it). asr_train.jsonl: the same channel on a
+stratified sample of the *training* texts, with other voices (models/nlu/asr_train.py), for training.
 """
 
 from __future__ import annotations
