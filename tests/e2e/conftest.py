@@ -14,12 +14,14 @@ async def test_talk(baresip):
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from peers import Baresip, Kamailio, Mosquitto, SippClient, SippServer
+
+from gateway.sip.ua import UserAgent
 
 _APT = {
     "sipp": "sip-tester",
@@ -92,6 +94,15 @@ def baresip(tmp_path: Path) -> Iterator[Callable[..., Baresip]]:
     yield make
     for phone in started:
         phone.stop()
+
+
+@pytest.fixture
+async def ua() -> AsyncIterator[UserAgent]:
+    """Our user agent on loopback (RTP inactivity 10 s); files that need another one define their own."""
+    agent = UserAgent(bind_host="127.0.0.1", rtp_inactivity_timeout=10.0)
+    await agent.start()
+    yield agent
+    await agent.close()
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import wave
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from engine.dispositions import Disposition
 from engine.ports import Transcript
 from gateway.leg import SipCallLeg
 from gateway.sip.ua import UserAgent
-from tests.engine.fakes import KeywordClassifier, ToneSynth
+from tests.engine.fakes import FixedRecognizer, KeywordClassifier, ToneSynth
 from tests.fixtures.audio.corpus import read_wav
 from tests.fixtures.audio.make_corpus import ringback_music
 
@@ -100,14 +100,6 @@ def scenario(work: Path, early: Path, greeting: Path) -> Path:
     return out
 
 
-@pytest.fixture
-async def ua() -> AsyncIterator[UserAgent]:
-    agent = UserAgent(bind_host="127.0.0.1", rtp_inactivity_timeout=10.0)
-    await agent.start()
-    yield agent
-    await agent.close()
-
-
 async def test_foreign_voicemail_greeting_and_beep_after_ringback_is_voicemail(
     ua: UserAgent, sipp_server: Callable[..., SippServer], tmp_path: Path
 ) -> None:
@@ -137,19 +129,6 @@ async def test_foreign_voicemail_greeting_and_beep_after_ringback_is_voicemail(
     uas.wait(15).check()
 
 
-class Heard:
-    """What an ASR makes of the committed announcement pcap (espeak 您拨打的用户暂时无法接通)."""
-
-    name = "fake-asr"
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-    async def transcribe(self, pcm: PCM, *, sample_rate: int = 8000) -> Transcript:
-        self.calls += 1
-        return Transcript(text="您拨打的用户暂时无法接通", engine=self.name)
-
-
 async def test_announcement_in_early_media_is_transcribed_and_a_specific_final_response_stands(
     ua: UserAgent, sipp_server: Callable[..., SippServer]
 ) -> None:
@@ -158,7 +137,7 @@ async def test_announcement_in_early_media_is_transcribed_and_a_specific_final_r
     statement and gives POWERED_OFF."""
     uas = sipp_server("uas_early_media_480.xml", timeout_s=15)
     leg = await ua.originate(uas.uri(), caller_id="1001")
-    asr = Heard()
+    asr = FixedRecognizer("您拨打的用户暂时无法接通")  # what an ASR makes of the committed pcap
     session = CallSession(
         leg,
         dialplans.get("trial-class-zh"),
@@ -173,15 +152,6 @@ async def test_announcement_in_early_media_is_transcribed_and_a_specific_final_r
     assert session.amd.disposition is Disposition.UNREACHABLE
     assert session.early_media is not None and session.early_media.speech_s > 1.0, session.early_media
     uas.wait(10).check()
-
-
-class Greeting:
-    """What an ASR makes of the mailbox's greeting (vm_zh: 机主现在不方便接听，请在提示音后留言)."""
-
-    name = "fake-asr"
-
-    async def transcribe(self, pcm: PCM, *, sample_rate: int = 8000) -> Transcript:
-        return Transcript(text="您好，机主现在不方便接听，请在提示音后留言。", engine=self.name)
 
 
 def _voiced_runs(pcm: np.ndarray, min_gap_s: float = 0.3) -> list[tuple[float, float]]:
@@ -216,7 +186,7 @@ async def test_message_left_on_a_real_mailbox_after_its_beep(
     session = CallSession(
         leg,
         plan_with(LEAVE),
-        recognizer=Greeting(),
+        recognizer=FixedRecognizer("您好，机主现在不方便接听，请在提示音后留言。"),  # vm_zh, as heard
         classifier=KeywordClassifier(),
         synthesizer=synth,
         config=SessionConfig(),

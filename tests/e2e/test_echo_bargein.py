@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import pytest
 from peers import SippServer
@@ -15,25 +15,12 @@ import dialplans
 from engine.audio import PCM
 from engine.call.session import CallSession, SessionConfig
 from engine.outcome import CallOutcome
-from engine.ports import Transcript
 from gateway.sip.ua import UserAgent
 from models.nlu.rules import RulesClassifier
 from models.tts.espeak import EspeakSynthesizer
+from tests.engine.fakes import FixedRecognizer
 
 pytestmark = pytest.mark.e2e
-
-
-class CountingRecognizer:
-    """Counts what the endpointer sends to ASR: on an echo-only line that must be nothing."""
-
-    name = "counting-asr"
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-    async def transcribe(self, pcm: PCM, *, sample_rate: int = 8000) -> Transcript:
-        self.calls += 1
-        return Transcript(text="no, I am not interested", engine=self.name)
 
 
 class EnglishEspeak:
@@ -48,21 +35,13 @@ class EnglishEspeak:
         return await self.inner.render(text, speed=speed)
 
 
-@pytest.fixture
-async def ua() -> AsyncIterator[UserAgent]:
-    agent = UserAgent(bind_host="127.0.0.1", rtp_inactivity_timeout=10.0)
-    await agent.start()
-    yield agent
-    await agent.close()
-
-
 async def _call(
     ua: UserAgent, uas: SippServer, *, guard: bool
-) -> tuple[CallSession, CallOutcome, CountingRecognizer]:
+) -> tuple[CallSession, CallOutcome, FixedRecognizer]:
     if shutil.which("espeak-ng") is None:
         pytest.skip("espeak-ng not installed (apt-get install espeak-ng)")
     leg = await ua.originate(uas.uri(), caller_id="1001")
-    rec = CountingRecognizer()
+    rec = FixedRecognizer("no, I am not interested")  # counts what reaches ASR
     session = CallSession(
         leg,
         dialplans.get("trial-class-en"),

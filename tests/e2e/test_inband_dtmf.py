@@ -7,7 +7,7 @@ import asyncio
 import sys
 import tempfile
 import wave
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -42,14 +42,6 @@ def make_pcap(dst: Path = PCAP) -> Path:
             w.setframerate(8000)
             w.writeframes(pcm.tobytes())
         return write_rtp_pcap(wav, dst, payload_type=8)
-
-
-@pytest.fixture
-async def ua() -> AsyncIterator[UserAgent]:
-    agent = UserAgent(bind_host="127.0.0.1", rtp_inactivity_timeout=10.0)
-    await agent.start()
-    yield agent
-    await agent.close()
 
 
 async def test_inband_dtmf_from_a_real_rtp_stream(

@@ -162,6 +162,20 @@ class LengthRecognizer:
         return Transcript(text=self.leg.reply_lengths[best], engine=self.name)
 
 
+class FixedRecognizer:
+    """Hears the same words in everything; counts the utterances it was asked about."""
+
+    name = "fake-asr"
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.calls = 0
+
+    async def transcribe(self, pcm: PCM, *, sample_rate: int = 8000) -> Transcript:
+        self.calls += 1
+        return Transcript(text=self.text, engine=self.name)
+
+
 class KeywordClassifier:
     name = "fake-nlu"
 

@@ -18,8 +18,8 @@ from engine.call.turns import Endpointer
 from engine.clock import VirtualClock
 from engine.dispositions import Disposition
 from engine.outcome import CallOutcome
-from engine.ports import Recognizer, Transcript
-from tests.engine.fakes import KeywordClassifier, LengthRecognizer, ScriptedLeg, ToneSynth
+from engine.ports import Recognizer
+from tests.engine.fakes import FixedRecognizer, KeywordClassifier, LengthRecognizer, ScriptedLeg, ToneSynth
 from tests.fixtures.audio.corpus import labels, load
 from tests.fixtures.audio.make_corpus import BEEP_AFTER
 
@@ -155,20 +155,6 @@ class GreetingLeg(ScriptedLeg):
             await self.clock.sleep(0.02)
             self._playout.next_frame()
             yield pending.pop(0) if pending else np.zeros(FRAME_SAMPLES, np.int16)
-
-
-class FixedRecognizer:
-    """Hears the same words in everything (words the text rules do not know)."""
-
-    name = "fake-asr"
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-        self.calls = 0
-
-    async def transcribe(self, pcm: PCM, *, sample_rate: int = 8000) -> Transcript:
-        self.calls += 1
-        return Transcript(text=self.text, engine=self.name)
 
 
 async def run_session(

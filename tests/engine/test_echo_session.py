@@ -13,8 +13,7 @@ from engine.audio import FRAME_SAMPLES, PCM, ulaw_decode, ulaw_encode
 from engine.call.session import CallSession, SessionConfig
 from engine.clock import VirtualClock
 from engine.outcome import CallOutcome
-from engine.ports import Transcript
-from tests.engine.fakes import KeywordClassifier, ScriptedLeg
+from tests.engine.fakes import FixedRecognizer, KeywordClassifier, ScriptedLeg
 from tests.speech_audio import speech
 
 
@@ -82,19 +81,7 @@ class SpeechSynth:
         return speech(line, voice="en-us", level_dbfs=-18.0)
 
 
-class CountingRecognizer:
-    name = "fixed-asr"
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-        self.calls = 0
-
-    async def transcribe(self, pcm: PCM, *, sample_rate: int = 8000) -> Transcript:
-        self.calls += 1
-        return Transcript(text=self.text, engine=self.name)
-
-
-async def _call(leg: EchoLeg, clock: VirtualClock, rec: CountingRecognizer, *, echo: bool) -> CallOutcome:
+async def _call(leg: EchoLeg, clock: VirtualClock, rec: FixedRecognizer, *, echo: bool) -> CallOutcome:
     cfg = SessionConfig() if echo else SessionConfig(echo=None)
     session = CallSession(
         leg,
@@ -123,7 +110,7 @@ async def _call(leg: EchoLeg, clock: VirtualClock, rec: CountingRecognizer, *, e
 async def test_echoed_prompts_never_barge_in() -> None:
     clock = VirtualClock()
     leg = EchoLeg(clock, delay_ms=180, gain_db=-6)
-    rec = CountingRecognizer("not interested")
+    rec = FixedRecognizer("not interested")
     o = await _call(leg, clock, rec, echo=True)
     bot = [t for t in o.turns if t.speaker == "bot"]
     assert len(bot) >= 3 and not any(t.interrupted for t in bot)
@@ -134,7 +121,7 @@ async def test_echoed_prompts_never_barge_in() -> None:
 async def test_without_the_guard_the_echo_interrupts_the_prompt() -> None:
     clock = VirtualClock()
     leg = EchoLeg(clock, delay_ms=180, gain_db=-6)
-    rec = CountingRecognizer("not interested")
+    rec = FixedRecognizer("not interested")
     o = await _call(leg, clock, rec, echo=False)
     assert rec.calls > 0
     assert any(t.interrupted for t in o.turns if t.speaker == "bot")
@@ -145,7 +132,7 @@ async def test_callee_over_the_echo_interrupts_the_greeting() -> None:
     callee = speech("No thanks, I am not interested at all.", voice="en-us+f3", level_dbfs=-24.0)
     # the disclosure (not interruptible) plays 0..3.2 s, the greeting from 3.2 s: the callee cuts in at 4.5 s
     leg = EchoLeg(clock, delay_ms=180, gain_db=-6, callee=callee, callee_at_s=4.5)
-    rec = CountingRecognizer("不需要")
+    rec = FixedRecognizer("不需要")
     o = await _call(leg, clock, rec, echo=True)
     greet = next(t for t in o.turns if t.speaker == "bot" and t.node == "greet")
     assert greet.interrupted, o.turns

@@ -21,8 +21,8 @@ from engine.dialog.loader import parse
 from engine.dialog.schema import Dialplan
 from engine.dispositions import Disposition
 from engine.outcome import CallOutcome
-from tests.engine.fakes import KeywordClassifier, ScriptedLeg, ToneSynth
-from tests.engine.test_amd_acoustic import FixedRecognizer, beep, greeting, noisy, quiet
+from tests.engine.fakes import FixedRecognizer, KeywordClassifier, ScriptedLeg, ToneSynth
+from tests.engine.test_amd_acoustic import beep, greeting, noisy, quiet
 
 RATE = 8000
 MESSAGE = "您好，这里是{{brand}}，给您留言：您的体验课名额保留到周五，回电请拨{{hotline}}。"
