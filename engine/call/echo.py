@@ -182,8 +182,7 @@ class EchoGuard:
             return
         nf = self._n_fft
         c = np.fft.irfft(np.fft.rfft(y, nf) * np.conj(np.fft.rfft(x, nf)), nf)[: lag + 1]
-        cs = np.concatenate(([0.0], np.cumsum(y * y)))
-        ey = cs[w : w + lag + 1] - cs[: lag + 1]  # energy of y[k : k + w]
+        ey = _window_energy(y, w)  # energy of y[k : k + w], k = 0 .. lag
         ok = ey > 1e-6 * ex
         if not ok.any():
             return
@@ -313,9 +312,7 @@ class EchoGuard:
         if er <= 0.0:
             return False
         c = np.correlate(y, r, mode="valid")
-        cs = np.concatenate(([0.0], np.cumsum(y * y)))
-        ey = cs[FRAME_SAMPLES:] - cs[: len(cs) - FRAME_SAMPLES]
-        ncc = c / np.sqrt(er * np.maximum(ey, 1e-12))
+        ncc = c / np.sqrt(er * np.maximum(_window_energy(y, FRAME_SAMPLES), 1e-12))
         return bool(np.max(ncc) >= _DRIFT_CORR)
 
     def _fallback(self, frame: PCM, lvl_in: float, bound: float | None) -> PCM:
@@ -326,6 +323,13 @@ class EchoGuard:
             self.stats.fallback += 1
             return _pcm(frame.astype(np.float64) * self._suppress)
         return frame
+
+
+def _window_energy(y: _F, w: int) -> _F:
+    """Energy of every `w`-sample window of `y`: element k is sum(y[k : k + w] ** 2)."""
+    cs = np.concatenate(([0.0], np.cumsum(y * y)))
+    out: _F = cs[w:] - cs[: len(cs) - w]
+    return out
 
 
 def _db(energy: float) -> float:

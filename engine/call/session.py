@@ -675,42 +675,33 @@ class CallSession:
         self._ended.set()
 
     async def _leave_message(self, msg: Say) -> None:
-        """Wait for the beep (or a quiet line), speak the plan's message in full, then the call ends."""
-        vm = self.plan.voicemail
-        gone = asyncio.ensure_future(self._leg_gone.wait())
-        try:
-            ready = asyncio.ensure_future(self._cue_ready.wait())
-            limit = asyncio.ensure_future(self.clock.sleep(vm.beep_wait_s))
-            await asyncio.wait({gone, ready, limit}, return_when=asyncio.FIRST_COMPLETED)
-            for f in (ready, limit):
-                f.cancel()
-            if gone.done():
-                self.voicemail_message = "hung_up"
-                return
-            cue = (self._cue.ready if self._cue is not None else None) or "timeout"
-            pcm = await self._prompt_pcm(msg)
-            t0 = self._rel()
-            handle = self.leg.play(pcm, label="voicemail")
-            played = asyncio.ensure_future(handle.wait())
-            await asyncio.wait({gone, played}, return_when=asyncio.FIRST_COMPLETED)
-            played.cancel()
-            whole = handle.done and not handle.interrupted
-            self.voicemail_message = cue if whole else "hung_up"
-            self.turns.append(
-                Turn(
-                    speaker="bot",
-                    text=msg.text if whole else msg.text[: round(len(msg.text) * handle.fraction_played)],
-                    node="voicemail",
-                    start_s=t0,
-                    end_s=self._rel(),
-                    interrupted=not whole,
-                )
+        """Wait for the beep (or a quiet line), speak the plan's message in full, then the call ends.
+        The dialog is over (`_ended` is set): only the line going away stops this."""
+        gone = self._leg_gone
+        await self._race(self._cue_ready.wait(), self.plan.voicemail.beep_wait_s, until=gone)
+        if gone.is_set():
+            self.voicemail_message = "hung_up"
+            return
+        cue = (self._cue.ready if self._cue is not None else None) or "timeout"
+        pcm = await self._prompt_pcm(msg)
+        t0 = self._rel()
+        handle = self.leg.play(pcm, label="voicemail")
+        await self._race(handle.wait(), until=gone)
+        whole = handle.done and not handle.interrupted
+        self.voicemail_message = cue if whole else "hung_up"
+        self.turns.append(
+            Turn(
+                speaker="bot",
+                text=msg.text if whole else msg.text[: round(len(msg.text) * handle.fraction_played)],
+                node="voicemail",
+                start_s=t0,
+                end_s=self._rel(),
+                interrupted=not whole,
             )
-            if whole:
-                self.runner.state.tags.append("voicemail_message")
-            self._log(logging.INFO, "voicemail message after %s: %s", cue, self.voicemail_message)
-        finally:
-            gone.cancel()
+        )
+        if whole:
+            self.runner.state.tags.append("voicemail_message")
+        self._log(logging.INFO, "voicemail message after %s: %s", cue, self.voicemail_message)
 
     async def _events(self) -> None:
         async for ev in self.leg.events():
@@ -727,10 +718,13 @@ class CallSession:
 
     # --- dialog ----------------------------------------------------------------------------------------
 
-    async def _race(self, aw: Awaitable[T], limit_s: float | None = None) -> T | None:
-        """Await `aw` unless the call ends (or the limit passes) first."""
+    async def _race(
+        self, aw: Awaitable[T], limit_s: float | None = None, *, until: asyncio.Event | None = None
+    ) -> T | None:
+        """Await `aw` unless the call ends (`until`, default: the dialog is over) or the limit passes
+        first."""
         task = asyncio.ensure_future(aw)
-        ended = asyncio.ensure_future(self._ended.wait())
+        ended = asyncio.ensure_future((until or self._ended).wait())
         waits: set[asyncio.Future[Any]] = {task, ended}
         if limit_s is not None:
             waits.add(asyncio.ensure_future(self.clock.sleep(limit_s)))
