@@ -161,12 +161,9 @@ def sipp_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def answered_call(
-    ua: UserAgent, rec: Any, speech: Speech, talker: SippServer, hold_s: float, i: int
-) -> list[float]:
-    leg = await ua.originate(talker.uri(f"a{i}"), caller_id="1001")
-    probe = Probe(leg)
-    session = CallSession(
+def production_session(leg: Any, rec: Any, speech: Speech) -> CallSession:
+    """The session `outcall serve` would run on this leg (the recogniser wrapped to count its cost)."""
+    return CallSession(
         leg,
         PLAN_LONG,
         recognizer=CostRecognizer(rec),
@@ -174,6 +171,14 @@ async def answered_call(
         synthesizer=speech.synthesizer,
         vad=speech.vad,
     )
+
+
+async def answered_call(
+    ua: UserAgent, rec: Any, speech: Speech, talker: SippServer, hold_s: float, i: int
+) -> list[float]:
+    leg = await ua.originate(talker.uri(f"a{i}"), caller_id="1001")
+    probe = Probe(leg)
+    session = production_session(leg, rec, speech)
     task = asyncio.ensure_future(session.run())
     await asyncio.sleep(hold_s)  # the bench's duration: the callee never hangs up by itself
     await leg.hangup()
@@ -195,14 +200,7 @@ async def dialed_line(
     it rings. True when it was still ringing at the end."""
     await asyncio.sleep(i / LINE_CPS)
     leg = await ua.originate(ringer.uri(f"r{i}"), caller_id="1001", ring_timeout=600.0)
-    session = CallSession(
-        leg,
-        PLAN_LONG,
-        recognizer=CostRecognizer(rec),
-        classifier=speech.classifier,
-        synthesizer=speech.synthesizer,
-        vad=speech.vad,
-    )
+    session = production_session(leg, rec, speech)
     task = asyncio.ensure_future(session.run())
     with contextlib.suppress(Exception):
         async for ev in leg.events():
