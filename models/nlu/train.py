@@ -117,7 +117,6 @@ def train(
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / max(1, total // 10)) * max(0.05, 1 - s / total)
     )
-    ce = nn.CrossEntropyLoss(label_smoothing=0.02)
     ce_each = nn.CrossEntropyLoss(label_smoothing=0.02, reduction="none")
     t0 = time.perf_counter()
     step = 0
@@ -138,7 +137,7 @@ def train(
             ye = torch.tensor([emotions.index(e.emotion) for e in batch])
             li, le, _ = net(ids, mask)
             emo = (ce_each(le, ye) * keep_emotion).sum() / keep_emotion.sum().clamp(min=1.0)
-            loss = ce(li, yi) + emotion_weight * emo
+            loss = ce_each(li, yi).mean() + emotion_weight * emo
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
