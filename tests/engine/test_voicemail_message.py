@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -214,3 +215,18 @@ def test_plan_validation_names_the_missing_message() -> None:
 @pytest.mark.parametrize("name", dialplans.names())
 def test_shipped_plans_load_with_a_voicemail_section(name: str) -> None:
     assert dialplans.get(name).voicemail.action in ("hangup", "leave_message")
+
+
+def test_missing_recorded_message_is_named_and_the_plan_still_loads(tmp_path: Path) -> None:
+    yaml_text = dialplans.resolve("trial-class-zh").read_text(encoding="utf-8")
+    text = yaml_text + "\nvoicemail:\n  action: leave_message\n  wav: vm/message.wav\n"
+    plan, problems = parse(text, "plan.yaml", base_dir=tmp_path)
+    assert plan is not None and plan.voicemail.wav == "vm/message.wav"  # the rest of the plan is intact
+    errs = [p for p in problems if p.is_error]
+    assert len(errs) == 1 and "recorded message 'vm/message.wav' not found" in str(errs[0]), errs
+    wav_line = text.splitlines().index("  wav: vm/message.wav") + 1
+    assert errs[0].line == wav_line, (errs[0], wav_line)  # the line to fix
+    (tmp_path / "vm").mkdir()
+    (tmp_path / "vm" / "message.wav").write_bytes(b"RIFF")
+    _, problems = parse(text, "plan.yaml", base_dir=tmp_path)
+    assert not [p for p in problems if p.is_error]
