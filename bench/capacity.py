@@ -107,6 +107,9 @@ class ScriptedStream:
     async def feed(self, pcm: Any) -> str:
         return str(await self.inner.feed(pcm))
 
+    def finishing(self) -> None:
+        self.inner.finishing()
+
     async def final(self) -> Transcript:
         r = await self.inner.final()
         return Transcript(text=self.owner._text(), engine=self.owner.name, latency_ms=r.latency_ms)

