@@ -166,9 +166,11 @@ async def run(levels: list[int], rounds: int, compare_spec: bool, engines: list[
                 model = os.environ.get("OUTCALL_VOSK_MODEL") or vosk_test_model_dir(MODELS)
                 if model is None:
                     raise SystemExit("no vosk model: set OUTCALL_VOSK_MODEL or run `make models`")
-                rec = VoskRecognizer(model)
+                # OUTCALL_VOSK_POOL covering the callees who may talk at once (all of them, here), warm:
+                # a server that has run a while
+                rec = VoskRecognizer(model, max_idle=max(levels))
                 prompts = [await synth.render(t, voice=plan.voice) for t in static_prompts(plan)]
-                await rec.prewarm(prompts, count=rec.max_idle, max_s=15.0)  # a server that has run a while
+                await rec.prewarm(prompts, count=rec.max_idle, max_s=15.0)
             else:
                 rec = WhisperRecognizer(MODELS / "whisper-base")
             try:
@@ -187,6 +189,7 @@ async def run(levels: list[int], rounds: int, compare_spec: bool, engines: list[
         "vad": vad.name if vad is not None else "energy only",
         "tts": "kokoro zm_yunjian, pre-rendered (PromptCache)",
         "classifier": "rules-v1",
+        "vosk_pool_size": max(levels),
         "endpointing": "0.6 s end silence; whisper: speculative ASR at the 250 ms pause; vosk: fed while "
         "the callee speaks, the turn ends at that pause when the partial is a complete closed answer",
         "targets_streaming": {"p50_ms": 800, "p95_ms": 1200},

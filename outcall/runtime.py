@@ -191,7 +191,9 @@ def wav_loader(plan_dir: Path) -> Callable[[str], Awaitable[PCM]]:
 async def prerender(speech: Speech, plan: Dialplan) -> int:
     """Render (or load from cache) every static prompt of a plan, so the greeting is never delayed. A
     streaming recogniser with a pool (vosk) is warmed on those prompts: speech in the plan's language,
-    so the first calls do not pay the recognisers' lazy graph expansion."""
+    so the first calls do not pay the recognisers' lazy graph expansion. One recogniser per decoder
+    thread is warmed before this returns; the rest of the pool fills in the background, at idle
+    priority, while calls go on."""
     n = 0
     rendered: list[PCM] = []
     for text in static_prompts(plan):
@@ -200,6 +202,9 @@ async def prerender(speech: Speech, plan: Dialplan) -> int:
     prewarm = getattr(speech.recognizer, "prewarm", None)
     if prewarm is not None and rendered and not getattr(speech.recognizer, "idle", 0):
         await prewarm(rendered)
+    fill_pool = getattr(speech.recognizer, "fill_pool", None)
+    if fill_pool is not None and rendered:
+        fill_pool(rendered)
     return n
 
 

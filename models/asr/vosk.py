@@ -77,15 +77,17 @@ class _Job:
     args: tuple[Any, ...]
     future: Future[Any] = field(default_factory=Future)
     urgent: Callable[[], bool] | None = None  # asked when a thread is free: True puts the job first
+    background: bool = False  # runs only when nothing else waits (warming the pool)
 
 
 class DecoderQueue(Executor):
     """Decoder threads shared by every stream (a concurrent.futures.Executor, so run_in_executor works).
 
     A free thread takes the oldest job whose `urgent()` says yes (a stream whose utterance has ended),
-    else the oldest job. Urgency is asked at that moment, not at submit time: a feed queued while the
-    callee was still talking moves ahead as soon as the turn ends. The list holds at most one job per
-    stream (each stream waits for its previous call), so the scan is short.
+    else the oldest job, and a `background` job (warming the pool) only when nothing else waits.
+    Urgency is asked at that moment, not at submit time: a feed queued while the callee was still
+    talking moves ahead as soon as the turn ends. The list holds at most one job per stream (each stream
+    waits for its previous call) and one per recogniser being warmed, so the scan is short.
     """
 
     def __init__(self, workers: int, name: str = "vosk") -> None:
@@ -106,9 +108,13 @@ class DecoderQueue(Executor):
         return self.submit_job(fn, *args)
 
     def submit_job(
-        self, fn: Callable[..., Any], *args: Any, urgent: Callable[[], bool] | None = None
+        self,
+        fn: Callable[..., Any],
+        *args: Any,
+        urgent: Callable[[], bool] | None = None,
+        background: bool = False,
     ) -> Future[Any]:
-        job = _Job(fn, args, urgent=urgent)
+        job = _Job(fn, args, urgent=urgent, background=background)
         with self._cv:
             if self._shutdown:
                 raise RuntimeError("the vosk decoder queue is shut down")
@@ -121,12 +127,15 @@ class DecoderQueue(Executor):
         return len(self._jobs)
 
     def _take(self) -> _Job:
+        first: int | None = None  # the oldest foreground job
         for i, job in enumerate(self._jobs):
             if job.urgent is not None and job.urgent():
                 if i:
                     self.urgent_first += 1
                 return self._jobs.pop(i)
-        return self._jobs.pop(0)
+            if first is None and not job.background:
+                first = i
+        return self._jobs.pop(0 if first is None else first)
 
     def _work(self) -> None:
         while True:
@@ -157,6 +166,15 @@ class DecoderQueue(Executor):
             for t in self._threads:
                 if t is not threading.current_thread():
                     t.join()
+
+
+def _log_fill(task: asyncio.Future[int]) -> None:
+    if task.cancelled():
+        return
+    if (exc := task.exception()) is not None:
+        log.warning("vosk: warming the recogniser pool failed: %s", exc)
+    else:
+        log.info("vosk: %d warm recognisers in the pool", task.result())
 
 
 class VoskStream:
@@ -312,6 +330,7 @@ class VoskRecognizer:
         self._idle: list[tuple[Any, int, float]] = []  # (recogniser, sample rate, audio seconds decoded)
         self._used: dict[int, float] = {}  # id(recogniser) -> audio seconds, while borrowed
         self.closed = False
+        self._filling: asyncio.Future[int] | None = None
         self.created = 0
         self.reused = 0
         self.retired = 0
@@ -368,32 +387,57 @@ class VoskRecognizer:
         count: int | None = None,
         max_s: float = 8.0,
         sample_rate: int = 8000,
+        background: bool = False,
     ) -> int:
         """Put `count` (default: one per worker) recognisers in the pool that have decoded up to `max_s`
         of `samples` (speech in the model's language, e.g. the dialplan's rendered prompts), in the
-        workers. Returns the number of idle recognisers."""
+        decoder threads. Returns the number of idle recognisers.
+
+        With `background`, each clip is a separate job that runs only when no call's audio waits: the
+        pool fills while calls go on, and a call's audio never waits behind more than 0.5 s of warming."""
         n = min(self.workers if count is None else count, self.max_idle)
         clips = [np.asarray(p, dtype="<i2") for p in samples if len(p)]
-        audio: list[bytes] = []
+        pieces: list[tuple[bytes, bool]] = []  # (audio, last piece of its clip)
         budget = int(max_s * sample_rate)
+        step = sample_rate // 2  # 0.5 s per job: a background job holds a thread only briefly
         for clip in itertools.cycle(clips) if clips else ():  # the samples again until max_s is reached
             if budget <= 0:
                 break
-            audio.append(clip[:budget].tobytes())
+            clip = clip[:budget]
             budget -= len(clip)
+            for i in range(0, len(clip), step):
+                pieces.append((clip[i : i + step].tobytes(), i + step >= len(clip)))
+        seconds = sum(len(d) for d, _ in pieces) / 2 / sample_rate
 
-        def warm() -> None:
-            rec = self.new_recognizer(sample_rate)
-            for data in audio:
-                rec.AcceptWaveform(data)
+        def decode(rec: Any, data: bytes, last: bool) -> None:
+            rec.AcceptWaveform(data)
+            if last:
                 rec.FinalResult()
-            with self._pool_lock:
-                if len(self._idle) < self.max_idle:
-                    self._idle.append((rec, sample_rate, sum(len(d) for d in audio) / 2 / sample_rate))
 
-        loop = asyncio.get_running_loop()
-        await asyncio.gather(*(loop.run_in_executor(self.executor, warm) for _ in range(n)))
+        async def warm() -> None:
+            rec = await asyncio.wrap_future(
+                self.executor.submit_job(self.new_recognizer, sample_rate, background=background)
+            )
+            for data, last in pieces:
+                job = self.executor.submit_job(decode, rec, data, last, background=background)
+                await asyncio.wrap_future(job)
+            with self._pool_lock:
+                if len(self._idle) < self.max_idle and not self.closed:
+                    self._idle.append((rec, sample_rate, seconds))
+
+        await asyncio.gather(*(warm() for _ in range(n)))
         return self.idle
+
+    def fill_pool(self, samples: Sequence[PCM], *, max_s: float = 8.0, sample_rate: int = 8000) -> None:
+        """Warm recognisers in the background, at idle priority, until `max_idle` wait in the pool (a
+        server takes calls meanwhile; close() stops it)."""
+        missing = self.max_idle - self.idle
+        if missing <= 0 or (self._filling is not None and not self._filling.done()):
+            return
+        self._filling = asyncio.ensure_future(
+            self.prewarm(samples, count=missing, max_s=max_s, sample_rate=sample_rate, background=True)
+        )
+        self._filling.add_done_callback(_log_fill)
 
     def join(self, parts: list[str]) -> str:
         words = [p for p in parts if p]
@@ -415,6 +459,8 @@ class VoskRecognizer:
 
     def close(self) -> None:
         self.closed = True
+        if self._filling is not None:
+            self._filling.cancel()
         self.executor.shutdown(wait=False, cancel_futures=True)
         with self._pool_lock:
             self._idle.clear()

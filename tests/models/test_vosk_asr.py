@@ -12,6 +12,7 @@ import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -171,6 +172,46 @@ async def test_pool_retires_recognisers_after_their_audio_budget_and_prewarms(
 
 
 @pytest.mark.slow
+async def test_pool_fills_in_the_background_behind_a_live_call(models_dest: Path, korean_speech: PCM) -> None:
+    """fill_pool() warms recognisers at idle priority: a call's utterance that arrives while warming jobs
+    wait is decoded first, and the pool still ends full."""
+    model_dir = vosk_test_model_dir(models_dest)
+    assert model_dir is not None
+    rec = VoskRecognizer(model_dir, language="ko", max_idle=3, workers=1)
+    gate, started = threading.Event(), threading.Event()
+    taken: list[bool] = []  # job.background, in the order the decoder thread takes them
+    take = rec.executor._take
+
+    def recording_take() -> Any:
+        job = take()
+        taken.append(job.background)
+        return job
+
+    rec.executor._take = recording_take  # type: ignore[method-assign]
+    try:
+        busy = rec.executor.submit(_hold, started, gate)
+        assert started.wait(10)
+        rec.fill_pool([korean_speech], max_s=2.0)
+        rec.fill_pool([korean_speech], max_s=2.0)  # already filling: no second fill
+        for _ in range(5):  # loop steps, no waiting: the warming coroutines queue their first jobs
+            await asyncio.sleep(0)
+        assert rec.executor.queued == 3
+        call = asyncio.ensure_future(rec.transcribe(korean_speech))
+        await asyncio.sleep(0)
+        assert rec.executor.queued == 4
+        gate.set()
+        result = await asyncio.wait_for(call, timeout=60)
+        assert HANGUL.search(result.text)
+        assert taken[:2] == [False, False]  # the gate, then the call's audio ahead of 3 older warming jobs
+        assert rec._filling is not None
+        assert await asyncio.wait_for(rec._filling, timeout=120) == 3
+        assert rec.idle == 3 and busy.done()
+    finally:
+        gate.set()
+        rec.close()
+
+
+@pytest.mark.slow
 async def test_cancelled_feed_is_finished_before_the_recogniser_is_pooled(
     models_dest: Path, korean_speech: PCM
 ) -> None:
@@ -211,9 +252,10 @@ def _hold(started: threading.Event, gate: threading.Event) -> bool:
 
 
 def test_decoder_queue_runs_a_finishing_streams_job_before_older_live_ones() -> None:
-    """One decoder thread, held busy; three jobs queue behind it. The job whose stream has finished its
-    utterance by the time the thread is free runs first, the others in arrival order; a failing job hands
-    its error to its caller, a cancelled one never runs, and the thread goes on."""
+    """One decoder thread, held busy; jobs queue behind it. The job whose stream has finished its
+    utterance by the time the thread is free runs first, the others in arrival order, a background job
+    (pool warming) last although it came first; a failing job hands its error to its caller, a cancelled
+    one never runs, and the thread goes on."""
     q = DecoderQueue(1)
     gate, started = threading.Event(), threading.Event()
     order: list[str] = []
@@ -221,6 +263,7 @@ def test_decoder_queue_runs_a_finishing_streams_job_before_older_live_ones() -> 
     try:
         busy = q.submit(_hold, started, gate)
         assert started.wait(10)
+        warming = q.submit_job(order.append, "warming", background=True)
         a = q.submit_job(order.append, "a live")
         b = q.submit_job(order.append, "b finishing", urgent=lambda: finishing["b"])
         c = q.submit_job(order.append, "c live")
@@ -229,11 +272,11 @@ def test_decoder_queue_runs_a_finishing_streams_job_before_older_live_ones() -> 
         assert dropped.cancel()
         finishing["b"] = True  # the turn ended while its feed was queued: urgency is asked now
         gate.set()
-        for f in (busy, a, b, c):
+        for f in (busy, a, b, c, warming):
             f.result(timeout=10)
         with pytest.raises(ZeroDivisionError):
             boom.result(timeout=10)
-        assert order == ["b finishing", "a live", "c live"]
+        assert order == ["b finishing", "a live", "c live", "warming"]
         assert q.urgent_first == 1
         after = q.submit(lambda x: x * 2, 21)
         assert after.result(timeout=10) == 42

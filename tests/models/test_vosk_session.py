@@ -93,3 +93,25 @@ async def test_streamed_vosk_turn(vosk_ko: VoskRecognizer) -> None:
     heard = [t for t in o.turns if t.speaker == "callee"]
     assert heard and HANGUL.search(heard[0].text) and heard[0].asr_engine == "vosk", o.turns
     assert session.streamed >= 1 and calls == 0  # fed while spoken; never re-decoded as a whole
+
+
+@pytest.mark.slow
+async def test_prerender_warms_one_recogniser_per_thread_then_fills_the_pool_in_the_background(
+    models_dest: Path,
+) -> None:
+    """What `outcall serve` does at start: the plan's prompts are rendered and warm one vosk recogniser
+    per decoder thread before calls are taken; the rest of the pool (OUTCALL_VOSK_POOL) fills behind."""
+    from outcall.runtime import Speech, prerender
+
+    model_dir = vosk_test_model_dir(models_dest)
+    assert model_dir is not None
+    rec = VoskRecognizer(model_dir, language="ko", max_idle=4, workers=2)
+    try:
+        speech = Speech(recognizer=rec, classifier=KeywordClassifier(), synthesizer=SpeechSynth())
+        assert await asyncio.wait_for(prerender(speech, dialplans.get("trial-class-zh")), 120) > 0
+        assert rec.idle == 2  # one per thread, warmed before prerender returned
+        assert rec._filling is not None and not rec._filling.done()
+        assert await asyncio.wait_for(rec._filling, 120) == 4
+        assert rec.created == 4
+    finally:
+        rec.close()
